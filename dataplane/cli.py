@@ -1,0 +1,209 @@
+"""The `dataplane` command: run, check, pmds."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from . import config as config_mod
+from .errors import ConfigError, DataplaneError
+
+log = logging.getLogger("dataplane")
+err_console = Console(stderr=True)
+
+
+def _seconds_since_process_start() -> float:
+    """Wall time since this process was created (the 'start to forwarding' clock)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def _load(path: str | None) -> config_mod.Config:
+    if path is None:
+        from .demo import default_config
+        return default_config()
+    return config_mod.load(path)
+
+
+def _fail(msg: str, code: int) -> None:
+    err_console.print(f"[bold red]error:[/] {msg}", markup=True, highlight=False)
+    sys.exit(code)
+
+
+def _emit_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="more log output (-vv for debug)")
+def main(verbose: int) -> None:
+    """A DPDK packet dataplane driven from Python."""
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("config_path", required=False, metavar="[CONFIG]")
+@click.option("--duration", type=float, default=None, help="stop by itself after this many seconds")
+@click.option("--json", "as_json", is_flag=True, help="no live view; print the final counters as JSON")
+@click.option("--quiet", is_flag=True, help="no live view")
+def run(config_path: str | None, duration: float | None, as_json: bool, quiet: bool) -> None:
+    """Run the dataplane on CONFIG (default: the embedded virtual-device demo)."""
+    from .eal import Eal
+    from .engine import Dataplane
+    from .view import rates, render, runtime_table
+
+    try:
+        cfg = _load(config_path)
+    except ConfigError as e:
+        _fail(str(e), 2)
+
+    try:
+        eal = Eal(cfg)
+    except DataplaneError as e:
+        _fail(str(e), 1)
+    dp = Dataplane(cfg)
+
+    signals_seen = []
+
+    def on_signal(signum, _frame):
+        signals_seen.append(signum)
+        if len(signals_seen) > 1:
+            os._exit(128 + signum)  # second signal: no clean-up, out now
+        dp.request_stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    code = 0
+    first = last = None
+    forwarding_at = None
+    try:
+        try:
+            dp.start()
+        except DataplaneError as e:
+            _fail(str(e), 1)
+        ready_at = _seconds_since_process_start()
+        log.info("ready %.2f s after process start", ready_at)
+        first = last = dp.snapshot()
+        live = None
+        console = Console()
+        if not (as_json or quiet) and console.is_terminal:
+            from rich.live import Live
+            live = Live(render(first, first), console=console, refresh_per_second=4)
+            live.start()
+        t_end = None if duration is None else time.monotonic() + duration
+        prev = first
+        from . import native
+        while not native.stop_requested():
+            remaining = 0.25 if t_end is None else min(0.25, t_end - time.monotonic())
+            if remaining <= 0:
+                break
+            time.sleep(remaining)
+            cur = dp.snapshot()
+            if forwarding_at is None and cur.totals["tx"] > 0:
+                forwarding_at = _seconds_since_process_start()
+            if live is not None and cur.time - prev.time >= 0.5:
+                live.update(render(prev, cur))
+                prev = cur
+            last = cur
+        if live is not None:
+            live.stop()
+    finally:
+        failed = [w for w in dp.workers if w.error is not None]
+        dp.stop()
+        eal.close()
+    if failed:
+        code = 1
+        for w in failed:
+            err_console.print(f"worker {w.index} failed: {w.error}")
+    if last is not None:
+        window = rates(first, last)
+        if as_json:
+            from .view import runtime_rows
+            out = last.as_dict()
+            out.update(rates=window, ready_s=ready_at, forwarding_s=forwarding_at,
+                       runtime=runtime_rows(last), signals=signals_seen)
+            _emit_json(out)
+        elif not quiet:
+            console = Console()
+            console.print(render(first, last, "final"))
+            console.print(runtime_table(last))
+            fwd = f"{forwarding_at:.2f} s" if forwarding_at is not None else "never"
+            console.print(f"ready {ready_at:.2f} s after start, first packet forwarded: {fwd}")
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("config_path", metavar="CONFIG")
+@click.option("--json", "as_json", is_flag=True)
+def check(config_path: str, as_json: bool) -> None:
+    """Validate CONFIG and this host (hugepages, IOMMU/vfio, NIC binding, PMDs)."""
+    from . import hostcheck
+
+    try:
+        cfg = config_mod.load(config_path)
+    except ConfigError as e:
+        if as_json:
+            _emit_json({"config": {"ok": False, "error": str(e)}, "host": []})
+            sys.exit(2)
+        _fail(str(e), 2)
+    results = hostcheck.check_host(cfg.ports, no_huge=not cfg.eal.hugepages)
+    bad = [r for r in results if r.level == "error"]
+    if as_json:
+        _emit_json({"config": {"ok": True, "file": config_path},
+                    "host": [r.__dict__ for r in results]})
+    else:
+        console = Console()
+        console.print(f"[green]ok[/]    config {config_path}")
+        for r in results:
+            style = {"ok": "green", "warn": "yellow", "error": "red"}[r.level]
+            console.print(f"[{style}]{r.level:<5}[/] {r.name}: {r.detail}", highlight=False)
+            if r.level != "ok" and r.fix:
+                console.print(f"      fix: {r.fix}", highlight=False)
+    sys.exit(1 if bad else 0)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--pci", "only_pci", is_flag=True, help="only drivers for PCI devices")
+@click.option("--vdev", "only_vdev", is_flag=True, help="only virtual-device drivers")
+def pmds(as_json: bool, only_pci: bool, only_vdev: bool) -> None:
+    """List installed DPDK poll-mode drivers with their PCI ids and parameters."""
+    from . import pmdinfo
+
+    found = pmdinfo.scan()
+    if only_pci:
+        found = [p for p in found if p.kind == "pci"]
+    if only_vdev:
+        found = [p for p in found if p.kind == "vdev"]
+    if as_json:
+        _emit_json([{"name": p.name, "kind": p.kind, "params": p.params,
+                     "pci_ids": [f"{v:04x}:{d:04x}" for v, d, *_ in p.pci_ids],
+                     "library": p.library} for p in found])
+        return
+    from rich.table import Table
+    t = Table(title=f"{len(found)} DPDK drivers in {pmdinfo.default_pmd_dir()}")
+    for col in ("driver", "kind", "PCI ids", "parameters"):
+        t.add_column(col, overflow="fold")
+    for p in found:
+        ids = ", ".join(sorted({f"{v:04x}:{d:04x}" for v, d, *_ in p.pci_ids}))
+        if len(ids) > 60:
+            ids = ids[:57] + f"... ({len(p.pci_ids)})"
+        t.add_row(p.name, p.kind, ids, p.params)
+    Console().print(t)
+
+
+if __name__ == "__main__":
+    main()

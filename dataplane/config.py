@@ -1,0 +1,225 @@
+"""TOML configuration: validated into frozen pydantic models.
+
+Every error names the file, the dotted key path and the bad value, and
+nothing starts on a bad config. The annotated reference of every key lives in
+deploy/examples/reference.toml (a test keeps it equal to these defaults).
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+PCI_ADDR = re.compile(r"^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+# A vdev spec: driver name with an instance suffix, then key=value pairs.
+VDEV_SPEC = re.compile(r"^(?P<name>[a-z][a-z0-9_]*?\d+)(,[A-Za-z0-9_-]+=[^,]*)*$")
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+LOG_LEVELS = ("emergency", "alert", "critical", "error", "warning", "notice", "info", "debug")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EalConfig(Strict):
+    main_core: int = Field(0, ge=0, description="CPU for the main (Python) thread")
+    workers: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: [1], min_length=1, max_length=64,
+        description="one worker thread per entry, pinned to that CPU")
+    hugepages: bool = True
+    memory_mb: int = Field(0, ge=0, description="EAL memory (-m); 0 lets EAL decide")
+    file_prefix: str = Field("dataplane", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    log_level: Literal[LOG_LEVELS] = "notice"  # type: ignore[valid-type]
+    pci_allow: list[str] = Field(default_factory=list)
+    vdevs: list[str] = Field(default_factory=list,
+                             description="devices EAL probes at start (for ports use [[ports]])")
+    extra_args: list[str] = Field(default_factory=list)
+
+    @field_validator("pci_allow")
+    @classmethod
+    def _pci(cls, v: list[str]) -> list[str]:
+        for addr in v:
+            if not PCI_ADDR.match(addr):
+                raise ValueError(f"'{addr}' is not a PCI address like 0000:01:00.0")
+        return v
+
+    @model_validator(mode="after")
+    def _memory(self) -> "EalConfig":
+        if not self.hugepages and self.memory_mb == 0:
+            raise ValueError("memory_mb must be set (e.g. 512) when hugepages = false")
+        return self
+
+
+class MempoolConfig(Strict):
+    mbufs: int = Field(16383, ge=1023, le=16_777_215, description="mbufs per NUMA socket")
+    cache: int = Field(256, ge=0, le=512)
+    data_room: int = Field(2176, ge=256, le=65535, description="bytes per mbuf incl. headroom")
+
+
+class PortConfig(Strict):
+    name: str
+    device: str | None = Field(None, description="vdev spec, e.g. net_pcap0,rx_pcap=in.pcap")
+    pci: str | None = Field(None, description="PCI address of a vfio-pci bound NIC")
+    rx_queues: int = Field(0, ge=0, le=64, description="0: one per worker (capped by the device)")
+    rx_desc: int = Field(1024, ge=32, le=16384)
+    tx_desc: int = Field(1024, ge=32, le=16384)
+    mtu: int = Field(0, ge=0, le=65535, description="0: device default")
+    promiscuous: bool = True
+    rss: bool = True
+    poll: bool = Field(True, description="false for transmit-only ports (sinks)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME.match(v):
+            raise ValueError("a port name is a letter then up to 31 letters, digits, '_' or '-'")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str | None) -> str | None:
+        if v is not None and not VDEV_SPEC.match(v):
+            raise ValueError("a device is 'driverN[,key=value...]', e.g. 'net_null0' or "
+                             "'net_pcap0,rx_pcap=in.pcap'")
+        return v
+
+    @field_validator("pci")
+    @classmethod
+    def _pci(cls, v: str | None) -> str | None:
+        if v is not None and not PCI_ADDR.match(v):
+            raise ValueError("not a PCI address like 0000:01:00.0")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "PortConfig":
+        if (self.device is None) == (self.pci is None):
+            raise ValueError("set exactly one of 'device' (a vdev spec) or 'pci' (an address)")
+        return self
+
+    @property
+    def devargs(self) -> str:
+        return self.device if self.device is not None else self.pci  # type: ignore[return-value]
+
+    @property
+    def driver(self) -> str | None:
+        """The vdev driver name ('net_pcap' for 'net_pcap0,...'), None for PCI."""
+        if self.device is None:
+            return None
+        return re.sub(r"\d+$", "", self.device.split(",", 1)[0])
+
+
+class XconnectStage(Strict):
+    """Port cross-connect: packets in on a port leave on its mapped port."""
+    stage: Literal["xconnect"]
+    map: dict[str, str] = Field(description="input port -> output port, or 'punt'")
+
+
+StageConfig = XconnectStage
+
+
+class RunConfig(Strict):
+    runtime_dir: str = Field("", description="'' = /run/dataplane as root, else $XDG_RUNTIME_DIR/dataplane")
+    poll_budget_ms: float = Field(100.0, gt=0, le=1000,
+                                  description="longest a worker stays in C between Python visits")
+
+
+class Config(Strict):
+    eal: EalConfig = Field(default_factory=EalConfig)
+    mempool: MempoolConfig = Field(default_factory=MempoolConfig)
+    ports: list[PortConfig] = Field(min_length=1)
+    pipeline: list[StageConfig] = Field(min_length=1)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    def port(self, name: str) -> PortConfig:
+        return next(p for p in self.ports if p.name == name)
+
+
+# ---- loading ---------------------------------------------------------------------
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if p not in ("xconnect",))  # union tags add noise
+        key = _key_path(loc) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"{source}: {key}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def _cross_check(source: str, cfg: Config, known_driver) -> None:
+    """Checks that span sections: names that refer to other names."""
+    seen: dict[str, int] = {}
+    for i, p in enumerate(cfg.ports):
+        if p.name in seen:
+            raise ConfigError(f"{source}: ports[{i}].name: duplicate port name (got {p.name!r}; "
+                              f"first at ports[{seen[p.name]}])")
+        seen[p.name] = i
+        if p.driver is not None and known_driver is not None and not known_driver(p.driver):
+            raise ConfigError(f"{source}: ports[{i}].device: unknown driver {p.driver!r} "
+                              f"(got {p.device!r}; `dataplane pmds` lists the installed ones)")
+    for i, st in enumerate(cfg.pipeline):
+        if isinstance(st, XconnectStage):
+            for src, dst in st.map.items():
+                if src not in seen:
+                    raise ConfigError(f"{source}: pipeline[{i}].map: no port named {src!r}")
+                if dst != "punt" and dst not in seen:
+                    raise ConfigError(f"{source}: pipeline[{i}].map.{src}: no port named {dst!r}")
+
+
+def _installed_driver(name: str) -> bool:
+    from . import pmdinfo
+    return pmdinfo.find(name) is not None
+
+
+def parse(data: dict, source: str = "<config>", check_drivers: bool = True) -> Config:
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(source, e)) from None
+    _cross_check(source, cfg, _installed_driver if check_drivers else None)
+    return cfg
+
+
+def loads(text: str, source: str = "<config>", check_drivers: bool = True) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: TOML syntax error: {e}") from None
+    return parse(data, source, check_drivers)
+
+
+def load(path: str | os.PathLike, check_drivers: bool = True) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror}", e.errno or 0) from None
+    return loads(text, str(p), check_drivers)
+
+
+def runtime_dir(cfg: Config) -> Path:
+    if cfg.run.runtime_dir:
+        return Path(cfg.run.runtime_dir)
+    if os.geteuid() == 0:
+        return Path("/run/dataplane")
+    return Path(os.environ.get("XDG_RUNTIME_DIR", f"/tmp/dataplane-{os.getuid()}")) / "dataplane"

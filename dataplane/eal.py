@@ -1,0 +1,70 @@
+"""DPDK's EAL: arguments from config, init once per process, clean up last."""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from . import native
+from .config import Config
+from .errors import EalError
+
+log = logging.getLogger(__name__)
+
+DPDK_RUN_ROOT = Path("/var/run/dpdk")
+
+
+def normalize_pci(addr: str) -> str:
+    return addr if addr.count(":") == 2 else "0000:" + addr
+
+
+def eal_args(cfg: Config, program: str = "dataplane") -> list[str]:
+    e = cfg.eal
+    args = [program, "-l", str(e.main_core), "--main-lcore", str(e.main_core),
+            "--file-prefix", e.file_prefix, f"--log-level={e.log_level}"]
+    if not e.hugepages:
+        args.append("--no-huge")
+    if e.memory_mb:
+        args += ["-m", str(e.memory_mb)]
+    pci = [normalize_pci(a) for a in e.pci_allow] + [normalize_pci(p.pci) for p in cfg.ports if p.pci]
+    if pci:
+        for addr in dict.fromkeys(pci):
+            args += ["-a", addr]
+    else:
+        args.append("--no-pci")  # never grab NICs the config does not name
+    for v in e.vdevs:
+        args += ["--vdev", v]
+    return args + list(e.extra_args)
+
+
+class Eal:
+    """The process's one EAL. ``rte_eal_init`` works once per process: after
+    ``close()`` a new Eal in the same process fails (DPDK's rule)."""
+
+    _active: "Eal | None" = None
+
+    def __init__(self, cfg: Config):
+        if Eal._active is not None:
+            raise EalError("EAL already running in this process")
+        self.args = eal_args(cfg)
+        self.file_prefix = cfg.eal.file_prefix
+        native.eal_init(self.args)
+        Eal._active = self
+        self.closed = False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        native.eal_cleanup()
+        Eal._active = None
+        # EAL 22.11 leaves its runtime files behind; the prefix is ours alone.
+        run_dir = DPDK_RUN_ROOT / self.file_prefix
+        if run_dir.is_dir():
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    def __enter__(self) -> "Eal":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,340 @@
+"""The running dataplane: ports, pools, worker threads and their pipelines.
+
+Main thread: builds everything from a validated Config, then only reads
+counters and queues commands. Worker threads: one per configured CPU, each
+looping on ``dp_worker_poll`` (C, GIL released) and, between polls, running
+queued commands and draining its punt ring.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import native
+from .config import Config, PortConfig, XconnectStage
+from .errors import ConfigError, WorkerError
+
+log = logging.getLogger(__name__)
+
+
+def cpu_socket(cpu: int) -> int:
+    nodes = glob.glob(f"/sys/devices/system/cpu/cpu{cpu}/node*")
+    return int(nodes[0].rsplit("node", 1)[1]) if nodes else 0
+
+
+@dataclass
+class Port:
+    index: int
+    cfg: PortConfig
+    port_id: int
+    info: native.PortInfo
+    nb_rxq: int = 0
+    nb_txq: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+
+PuntHandler = Callable[["Worker", int, bytes], None]
+
+
+class Worker(threading.Thread):
+    """One worker: a Python thread pinned to a CPU, running the C loop."""
+
+    def __init__(self, index: int, cpu: int, handle, dp: "Dataplane"):
+        super().__init__(name=f"dp-worker-{index}", daemon=True)
+        self.index = index
+        self.cpu = cpu
+        self.handle = handle
+        self._dp = dp
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._budget_us = int(dp.cfg.run.poll_budget_ms * 1000)
+        self.error: BaseException | None = None
+        self.started = threading.Event()
+        self.punts_unhandled = 0
+
+    def call(self, fn: Callable[["Worker"], object]) -> Future:
+        """Run ``fn(worker)`` on this worker's thread between two polls."""
+        fut: Future = Future()
+        self._commands.put((fn, fut))
+        native.worker_notify(self.handle)
+        return fut
+
+    def run(self) -> None:
+        try:
+            native.worker_thread_init(self.handle, self.cpu)
+        except BaseException as e:  # noqa: BLE001 - reported to the main thread
+            self.error = e
+            self.started.set()
+            native.request_stop()
+            return
+        self.started.set()
+        try:
+            while True:
+                reason = native.worker_poll(self.handle, self._budget_us)
+                self._service()
+                if reason & native.POLL_STOP:
+                    break
+        except BaseException as e:  # noqa: BLE001
+            self.error = e
+            log.exception("worker %d failed; stopping the dataplane", self.index)
+            native.request_stop()
+        finally:
+            self._service()
+            native.worker_thread_fini(self.handle)
+
+    def _service(self) -> None:
+        while True:
+            try:
+                fn, fut = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn(self))
+                except BaseException as e:  # noqa: BLE001
+                    fut.set_exception(e)
+        while (pkt := native.worker_punt_recv(self.handle)) is not None:
+            port_id, data = pkt
+            self._dp._on_punt(self, port_id, data)
+
+
+@dataclass
+class Snapshot:
+    """Counters read at one instant, summed over workers where it makes sense."""
+    time: float
+    ports: dict[str, dict] = field(default_factory=dict)
+    workers: list[dict] = field(default_factory=list)
+    stages: list[dict] = field(default_factory=list)
+    pools: list[dict] = field(default_factory=list)
+    totals: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"time": self.time, "ports": self.ports, "workers": self.workers,
+                "stages": self.stages, "pools": self.pools, "totals": self.totals}
+
+
+class Dataplane:
+    """Ports + pools + workers built from a Config. Needs a running EAL."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.ports: list[Port] = []
+        self.workers: list[Worker] = []
+        self.pools: dict[int, object] = {}
+        self._worker_handles: list = []
+        self._punt_handlers: list[PuntHandler] = []
+        self.punted_to_python: dict[int, int] = {}
+        self.reasons = native.drop_reasons()
+        self.running = False
+        self._built = False
+
+    # ---- build ---------------------------------------------------------------
+
+    def _pool_for(self, socket: int):
+        socket = max(socket, 0)
+        if socket not in self.pools:
+            m = self.cfg.mempool
+            self.pools[socket] = native.pool_create(f"dp_mbuf_s{socket}", m.mbufs, m.cache,
+                                                    m.data_room, socket)
+        return self.pools[socket]
+
+    def _attach_ports(self) -> None:
+        for i, pc in enumerate(self.cfg.ports):
+            try:
+                pid = native.dev_attach(pc.devargs)
+            except native.DataplaneError as e:
+                key = "device" if pc.device else "pci"
+                raise ConfigError(f"ports[{i}].{key}: {e}", e.errno) from None
+            self.ports.append(Port(i, pc, pid, native.port_info(pid)))
+
+    def _configure_ports(self) -> None:
+        n_workers = len(self.cfg.eal.workers)
+        worker_sockets = {cpu_socket(c) for c in self.cfg.eal.workers}
+        for p in self.ports:
+            pc = p.cfg
+            want_rx = pc.rx_queues or n_workers
+            p.nb_rxq = max(1, min(want_rx, p.info.max_rx_queues))
+            p.nb_txq = max(1, min(n_workers, p.info.max_tx_queues))
+            if p.info.socket >= 0 and worker_sockets and p.info.socket not in worker_sockets:
+                log.warning("port %s sits on NUMA socket %d but no worker runs there "
+                            "(workers on %s): every packet crosses the interconnect",
+                            p.name, p.info.socket, sorted(worker_sockets))
+            native.port_configure(p.port_id, nb_rxq=p.nb_rxq, nb_txq=p.nb_txq,
+                                  rx_desc=pc.rx_desc, tx_desc=pc.tx_desc, mtu=pc.mtu,
+                                  promiscuous=pc.promiscuous, rss=pc.rss,
+                                  pool=self._pool_for(p.info.socket))
+
+    def _build_workers(self) -> None:
+        for wi, cpu in enumerate(self.cfg.eal.workers):
+            sock = cpu_socket(cpu)
+            h = native.worker_create(wi, sock, self._pool_for(sock))
+            self._worker_handles.append(h)
+            for p in self.ports:
+                if p.cfg.poll and wi < p.nb_rxq:
+                    native.worker_add_rxq(h, p.port_id, wi)
+                native.worker_set_txq(h, p.port_id, wi % p.nb_txq, shared=p.nb_txq < len(self.cfg.eal.workers))
+            for sc in self.cfg.pipeline:
+                self._add_stage(h, sc)
+            self.workers.append(Worker(wi, cpu, h, self))
+
+    def _port_id(self, name: str) -> int:
+        return next(p.port_id for p in self.ports if p.name == name)
+
+    def _add_stage(self, h, sc) -> None:
+        st = native.worker_add_stage(h, sc.stage)
+        if isinstance(sc, XconnectStage):
+            for src, dst in sc.map.items():
+                out = native.PORT_PUNT if dst == "punt" else self._port_id(dst)
+                native.xconnect_set(st, self._port_id(src), out)
+
+    def start(self) -> None:
+        """Attach and start ports, then start the workers. On failure,
+        everything built so far is torn down before the error propagates."""
+        native.clear_stop()
+        try:
+            self._attach_ports()
+            self._configure_ports()
+            self._build_workers()
+            for p in self.ports:
+                native.port_start(p.port_id)
+            self._built = True
+            for w in self.workers:
+                w.start()
+            for w in self.workers:
+                w.started.wait()
+                if w.error is not None:
+                    raise WorkerError(f"worker {w.index} on cpu {w.cpu}: {w.error}")
+            self.running = True
+        except BaseException:
+            self.stop()
+            raise
+
+    # ---- run -----------------------------------------------------------------
+
+    def on_punt(self, handler: PuntHandler) -> None:
+        self._punt_handlers.append(handler)
+
+    def _on_punt(self, worker: Worker, port_id: int, data: bytes) -> None:
+        self.punted_to_python[port_id] = self.punted_to_python.get(port_id, 0) + 1
+        for h in self._punt_handlers:
+            h(worker, port_id, data)
+        if not self._punt_handlers:
+            worker.punts_unhandled += 1
+
+    def port(self, name: str) -> Port:
+        for p in self.ports:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def inject(self, port: str, data: bytes, worker: int = 0) -> None:
+        """Send a packet out of ``port`` through a worker's inject ring."""
+        native.worker_inject(self._worker_handles[worker], self.port(port).port_id, data)
+
+    def on_all_workers(self, fn: Callable[[Worker], object], timeout: float = 5.0) -> list:
+        futs = [w.call(fn) for w in self.workers]
+        return [f.result(timeout) for f in futs]
+
+    def wait_idle(self, timeout: float = 10.0, settle: float = 0.2) -> bool:
+        """Wait until no worker moved a packet for ``settle`` seconds."""
+        deadline = time.monotonic() + timeout
+        last = None
+        since = time.monotonic()
+        while time.monotonic() < deadline:
+            cur = self.snapshot().totals
+            key = (cur["rx"], cur["tx"], cur["dropped"], cur["punted"], cur["injected"])
+            if key != last:
+                last, since = key, time.monotonic()
+            elif time.monotonic() - since >= settle:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def snapshot(self) -> Snapshot:
+        snap = Snapshot(time=time.monotonic())
+        hz = native.tsc_hz()
+        totals = {"rx": 0, "tx": 0, "injected": 0, "punted": 0, "dropped": 0,
+                  "drops": dict.fromkeys(self.reasons, 0), "max_gap_us": 0.0}
+        for p in self.ports:
+            entry = {"port_id": p.port_id, "driver": p.info.driver, "device": p.cfg.devargs,
+                     "rx_queues": p.nb_rxq, "tx_queues": p.nb_txq, "rx": 0, "tx": 0,
+                     "tx_dropped": 0}
+            try:
+                entry["link"] = native.port_link(p.port_id)
+                entry["eth"] = native.port_stats(p.port_id)
+            except native.DataplaneError:
+                entry["link"], entry["eth"] = {}, {}
+            snap.ports[p.name] = entry
+        for w in self.workers:
+            ws = native.worker_stats(w.handle, self.reasons)
+            ws.update(id=w.index, cpu=w.cpu, lcore=native.worker_lcore(w.handle),
+                      max_gap_us=ws["max_gap_cycles"] * 1e6 / hz,
+                      punts_unhandled=w.punts_unhandled)
+            snap.workers.append(ws)
+            for k in ("rx", "tx", "injected", "punted", "dropped"):
+                totals[k] += ws[k]
+            for r, v in ws["drops"].items():
+                totals["drops"][r] += v
+            totals["max_gap_us"] = max(totals["max_gap_us"], ws["max_gap_us"])
+            for p in self.ports:
+                pst = native.worker_port_stats(w.handle, p.port_id)
+                for k, v in pst.items():
+                    snap.ports[p.name][k] += v
+            for si, st in enumerate(native.worker_stages(w.handle)):
+                s = native.stage_stats(st, self.reasons)
+                s.update(worker=w.index, index=si, kind=native.stage_kind(st))
+                snap.stages.append(s)
+        for sock, pool in self.pools.items():
+            avail, in_use, size = native.pool_counts(pool)
+            snap.pools.append({"socket": sock, "avail": avail, "in_use": in_use, "size": size})
+        snap.totals = totals
+        return snap
+
+    # ---- stop ----------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Async-signal-safe enough: sets the C flag every worker loop checks."""
+        native.request_stop()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        native.request_stop()
+        for w in self.workers:
+            if w.is_alive():
+                w.join(timeout)
+                if w.is_alive():
+                    log.error("worker %d did not stop within %.1fs", w.index, timeout)
+        self.running = False
+        for p in self.ports:
+            try:
+                native.port_stop(p.port_id)
+            except native.DataplaneError as e:
+                log.warning("%s", e)
+        for h in self._worker_handles:
+            native.worker_destroy(h)
+        self._worker_handles.clear()
+        for p in self.ports:
+            try:
+                native.dev_detach(p.port_id)  # closes the port (flushes tx_pcap files)
+            except native.DataplaneError as e:
+                log.warning("%s", e)
+        self.ports.clear()
+        for pool in self.pools.values():
+            native.pool_free(pool)
+        self.pools.clear()
+        self.workers = []
+
+    def __enter__(self) -> "Dataplane":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,290 @@
+"""Thin bindings over the C shim: one function per C call, sizes checked,
+every return code through one ``check()``. Nothing here knows about config.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._native import ffi, lib
+from .errors import DataplaneError, EalError, PortError, WorkerError, error_for
+
+PORT_NONE = lib.DP_PORT_NONE
+PORT_PUNT = lib.DP_PORT_PUNT
+MAX_PORTS = lib.DP_MAX_PORTS
+POLL_TIMEOUT = lib.DP_POLL_TIMEOUT
+POLL_ATTENTION = lib.DP_POLL_ATTENTION
+POLL_STOP = lib.DP_POLL_STOP
+POLL_PUNT = lib.DP_POLL_PUNT
+
+
+def last_error() -> str:
+    return ffi.string(lib.dp_last_error()).decode(errors="replace")
+
+
+def check(rc: int, what: str, cls: type[DataplaneError] = DataplaneError) -> int:
+    """Raise ``cls`` for a negative return code, with the shim's message."""
+    if rc < 0:
+        raise error_for(rc, what, last_error(), cls)
+    return rc
+
+
+# ---- clock -------------------------------------------------------------------
+
+def clock_ns() -> int:
+    return lib.dp_clock_ns()
+
+
+def clock_set_manual(now_ns: int) -> None:
+    lib.dp_clock_set_manual(now_ns)
+
+
+def clock_advance(delta_ns: int) -> None:
+    lib.dp_clock_advance(delta_ns)
+
+
+def clock_use_tsc() -> None:
+    lib.dp_clock_use_tsc()
+
+
+def tsc_hz() -> int:
+    return lib.dp_tsc_hz()
+
+
+# ---- EAL ---------------------------------------------------------------------
+
+def eal_init(args: list[str]) -> None:
+    keep = [ffi.new("char[]", a.encode()) for a in args]
+    argv = ffi.new("char *[]", keep + [ffi.NULL])
+    check(lib.dp_eal_init(len(args), argv), "EAL init " + " ".join(args), EalError)
+
+
+def eal_cleanup() -> None:
+    check(lib.dp_eal_cleanup(), "EAL cleanup", EalError)
+
+
+def socket_count() -> int:
+    return lib.dp_socket_count()
+
+
+# ---- pools -------------------------------------------------------------------
+
+def pool_create(name: str, n_mbufs: int, cache: int, data_room: int, socket: int):
+    out = ffi.new("struct dp_pool **")
+    check(lib.dp_pool_create(name.encode(), n_mbufs, cache, data_room, socket, out),
+          f"mbuf pool {name}")
+    return out[0]
+
+
+def pool_free(pool) -> None:
+    lib.dp_pool_free(pool)
+
+
+def pool_counts(pool) -> tuple[int, int, int]:
+    """(available, in use, size)"""
+    return lib.dp_pool_avail(pool), lib.dp_pool_in_use(pool), lib.dp_pool_size(pool)
+
+
+# ---- ports -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PortInfo:
+    port_id: int
+    name: str
+    driver: str
+    socket: int
+    max_rx_queues: int
+    max_tx_queues: int
+    min_mtu: int
+    max_mtu: int
+    mtu: int
+    mac: str
+
+
+def dev_attach(devargs: str) -> int:
+    out = ffi.new("uint16_t *")
+    check(lib.dp_dev_attach(devargs.encode(), out), f"attach '{devargs}'", PortError)
+    return out[0]
+
+
+def dev_detach(port_id: int) -> None:
+    check(lib.dp_dev_detach(port_id), f"detach port {port_id}", PortError)
+
+
+def port_info(port_id: int) -> PortInfo:
+    info = ffi.new("struct dp_port_info *")
+    check(lib.dp_port_info(port_id, info), f"port {port_id} info", PortError)
+    return PortInfo(
+        port_id=info.port_id,
+        name=ffi.string(info.name).decode(),
+        driver=ffi.string(info.driver).decode(),
+        socket=info.socket,
+        max_rx_queues=info.max_rx_queues,
+        max_tx_queues=info.max_tx_queues,
+        min_mtu=info.min_mtu,
+        max_mtu=info.max_mtu,
+        mtu=info.mtu,
+        mac=":".join(f"{b:02x}" for b in bytes(info.mac)),
+    )
+
+
+def port_configure(port_id: int, *, nb_rxq: int, nb_txq: int, rx_desc: int, tx_desc: int,
+                   mtu: int, promiscuous: bool, rss: bool, pool) -> None:
+    conf = ffi.new("struct dp_port_conf *", {
+        "nb_rxq": nb_rxq, "nb_txq": nb_txq, "rx_desc": rx_desc, "tx_desc": tx_desc,
+        "mtu": mtu, "promiscuous": int(promiscuous), "rss": int(rss)})
+    check(lib.dp_port_configure(port_id, conf, pool), f"configure port {port_id}", PortError)
+
+
+def port_start(port_id: int) -> None:
+    check(lib.dp_port_start(port_id), f"start port {port_id}", PortError)
+
+
+def port_stop(port_id: int) -> None:
+    check(lib.dp_port_stop(port_id), f"stop port {port_id}", PortError)
+
+
+def port_link(port_id: int) -> dict:
+    link = ffi.new("struct dp_link *")
+    check(lib.dp_port_link(port_id, link), f"port {port_id} link", PortError)
+    return {"up": bool(link.up), "speed_mbps": link.speed_mbps,
+            "full_duplex": bool(link.full_duplex), "autoneg": bool(link.autoneg)}
+
+
+def port_set_link(port_id: int, up: bool) -> None:
+    check(lib.dp_port_set_link(port_id, int(up)), f"port {port_id} link", PortError)
+
+
+PORT_STATS_FIELDS = ("ipackets", "opackets", "ibytes", "obytes", "imissed", "ierrors",
+                     "oerrors", "rx_nombuf")
+
+
+def port_stats(port_id: int) -> dict[str, int]:
+    st = ffi.new("struct dp_port_stats *")
+    check(lib.dp_port_stats(port_id, st), f"port {port_id} stats", PortError)
+    return {f: getattr(st, f) for f in PORT_STATS_FIELDS}
+
+
+# ---- workers -----------------------------------------------------------------
+
+def drop_reasons() -> list[str]:
+    return [ffi.string(lib.dp_drop_reason_name(i)).decode()
+            for i in range(lib.dp_drop_reason_count())]
+
+
+def worker_create(worker_id: int, socket: int, pool):
+    out = ffi.new("struct dp_worker **")
+    check(lib.dp_worker_create(worker_id, socket, pool, out), f"worker {worker_id}", WorkerError)
+    return out[0]
+
+
+def worker_destroy(w) -> None:
+    lib.dp_worker_destroy(w)
+
+
+def worker_add_rxq(w, port_id: int, queue: int) -> None:
+    check(lib.dp_worker_add_rxq(w, port_id, queue), "add rx queue", WorkerError)
+
+
+def worker_set_txq(w, port_id: int, queue: int, shared: bool) -> None:
+    check(lib.dp_worker_set_txq(w, port_id, queue, int(shared)), "set tx queue", WorkerError)
+
+
+def worker_add_stage(w, kind: str):
+    out = ffi.new("struct dp_stage **")
+    check(lib.dp_worker_add_stage(w, kind.encode(), out), f"add stage {kind}", WorkerError)
+    return out[0]
+
+
+def worker_thread_init(w, cpu: int) -> None:
+    check(lib.dp_worker_thread_init(w, cpu), "worker thread init", WorkerError)
+
+
+def worker_thread_fini(w) -> None:
+    lib.dp_worker_thread_fini(w)
+
+
+def worker_poll(w, budget_us: int) -> int:
+    """Runs the C burst loop; cffi releases the GIL for the call."""
+    return lib.dp_worker_poll(w, budget_us)
+
+
+def worker_notify(w) -> None:
+    lib.dp_worker_notify(w)
+
+
+def request_stop() -> None:
+    lib.dp_request_stop()
+
+
+def clear_stop() -> None:
+    lib.dp_clear_stop()
+
+
+def stop_requested() -> bool:
+    return bool(lib.dp_stop_requested())
+
+
+WORKER_STATS_FIELDS = ("loops", "rx_bursts", "empty_polls", "rx", "injected", "tx", "punted",
+                       "dropped", "rx_cycles", "tx_cycles", "busy_cycles", "total_cycles",
+                       "polls", "max_gap_cycles", "last_gap_cycles")
+STAGE_STATS_FIELDS = ("calls", "packets", "passed", "cycles", "dropped")
+
+
+def _drops(arr, names: list[str]) -> dict[str, int]:
+    return {name: arr[i] for i, name in enumerate(names)}
+
+
+def worker_stats(w, reasons: list[str]) -> dict:
+    st = ffi.new("struct dp_worker_stats *")
+    lib.dp_worker_stats(w, st)
+    out = {f: getattr(st, f) for f in WORKER_STATS_FIELDS}
+    out["drops"] = _drops(st.drops, reasons)
+    return out
+
+
+def worker_port_stats(w, port_id: int) -> dict[str, int]:
+    st = ffi.new("struct dp_worker_port_stats *")
+    check(lib.dp_worker_port_stats(w, port_id, st), "worker port stats", WorkerError)
+    return {"rx": st.rx, "tx": st.tx, "tx_dropped": st.tx_dropped}
+
+
+def worker_lcore(w) -> int:
+    return lib.dp_worker_lcore(w)
+
+
+def worker_stages(w) -> list:
+    return [lib.dp_worker_stage(w, i) for i in range(lib.dp_worker_stage_count(w))]
+
+
+def stage_kind(st) -> str:
+    return ffi.string(lib.dp_stage_kind(st)).decode()
+
+
+def stage_stats(st, reasons: list[str]) -> dict:
+    s = ffi.new("struct dp_stage_stats *")
+    lib.dp_stage_stats(st, s)
+    out = {f: getattr(s, f) for f in STAGE_STATS_FIELDS}
+    out["drops"] = _drops(s.drops, reasons)
+    return out
+
+
+def worker_inject(w, port_id: int, data: bytes) -> None:
+    check(lib.dp_worker_inject(w, port_id, data, len(data)), "inject", WorkerError)
+
+
+_PUNT_CAP = 16384
+
+
+def worker_punt_recv(w) -> tuple[int, bytes] | None:
+    buf = ffi.new("uint8_t[]", _PUNT_CAP)
+    port = ffi.new("uint16_t *")
+    length = ffi.new("uint32_t *")
+    if lib.dp_worker_punt_recv(w, buf, _PUNT_CAP, port, length) == 0:
+        return None
+    return port[0], bytes(ffi.buffer(buf, length[0]))
+
+
+# ---- stages ------------------------------------------------------------------
+
+def xconnect_set(st, in_port: int, out_port: int) -> None:
+    check(lib.dp_xconnect_set(st, in_port, out_port), "xconnect", WorkerError)

@@ -1,0 +1,175 @@
+/*
+ * core.c - errors, the settable clock, EAL and mbuf pools.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+
+#include "dp_internal.h"
+
+/* ---- errors ---------------------------------------------------------------- */
+
+static __thread char dp_errbuf[512];
+
+void dp_set_error(int err, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(dp_errbuf, sizeof(dp_errbuf), fmt, ap);
+    va_end(ap);
+    if (err && n >= 0 && (size_t)n < sizeof(dp_errbuf))
+        snprintf(dp_errbuf + n, sizeof(dp_errbuf) - n, ": %s",
+                 rte_strerror(err));
+}
+
+const char *dp_last_error(void)
+{
+    return dp_errbuf;
+}
+
+/* ---- clock ------------------------------------------------------------------ */
+/*
+ * Everything that ages (flow timeouts, link delays) reads dp_clock_ns(), so
+ * tests can switch to a manual clock and step it instead of sleeping.
+ */
+static uint64_t clock_manual_ns;
+static int clock_manual;
+static uint64_t clock_tsc_hz;
+
+uint64_t dp_tsc_hz(void)
+{
+    if (unlikely(clock_tsc_hz == 0))
+        clock_tsc_hz = rte_get_tsc_hz();
+    return clock_tsc_hz;
+}
+
+uint64_t dp_clock_ns(void)
+{
+    if (__atomic_load_n(&clock_manual, __ATOMIC_ACQUIRE))
+        return __atomic_load_n(&clock_manual_ns, __ATOMIC_RELAXED);
+    return (uint64_t)((unsigned __int128)rte_rdtsc() * 1000000000u /
+                      dp_tsc_hz());
+}
+
+void dp_clock_set_manual(uint64_t now_ns)
+{
+    __atomic_store_n(&clock_manual_ns, now_ns, __ATOMIC_RELAXED);
+    __atomic_store_n(&clock_manual, 1, __ATOMIC_RELEASE);
+}
+
+void dp_clock_advance(uint64_t delta_ns)
+{
+    __atomic_fetch_add(&clock_manual_ns, delta_ns, __ATOMIC_RELAXED);
+}
+
+void dp_clock_use_tsc(void)
+{
+    __atomic_store_n(&clock_manual, 0, __ATOMIC_RELEASE);
+}
+
+int dp_clock_is_manual(void)
+{
+    return __atomic_load_n(&clock_manual, __ATOMIC_ACQUIRE);
+}
+
+/* ---- EAL ------------------------------------------------------------------ */
+
+int dp_eal_init(int argc, char **argv)
+{
+    int rc = rte_eal_init(argc, argv);
+
+    if (rc < 0) {
+        int err = rte_errno ? rte_errno : EINVAL;
+        dp_set_error(err, "rte_eal_init failed (see the EAL log above)");
+        return -err;
+    }
+    dp_tsc_hz();
+    return rc;
+}
+
+int dp_eal_cleanup(void)
+{
+    int rc = rte_eal_cleanup();
+
+    if (rc < 0) {
+        dp_set_error(-rc, "rte_eal_cleanup");
+        return rc;
+    }
+    return 0;
+}
+
+unsigned dp_socket_count(void)
+{
+    return rte_socket_count();
+}
+
+int dp_lcore_to_cpu(unsigned lcore)
+{
+    return rte_lcore_to_cpu_id((int)lcore);
+}
+
+/* ---- mbuf pools ------------------------------------------------------------- */
+
+struct dp_pool {
+    struct rte_mempool *mp;
+};
+
+int dp_pool_create(const char *name, unsigned n_mbufs, unsigned cache,
+                   unsigned data_room, int socket, struct dp_pool **out)
+{
+    struct dp_pool *pool = calloc(1, sizeof(*pool));
+
+    if (pool == NULL) {
+        dp_set_error(ENOMEM, "pool %s", name);
+        return -ENOMEM;
+    }
+    pool->mp = rte_pktmbuf_pool_create(name, n_mbufs, cache, 0, data_room,
+                                       socket);
+    if (pool->mp == NULL) {
+        int err = rte_errno;
+        free(pool);
+        dp_set_error(err, "cannot create mbuf pool %s (%u mbufs of %u bytes "
+                     "on socket %d)", name, n_mbufs, data_room, socket);
+        return -err;
+    }
+    *out = pool;
+    return 0;
+}
+
+void dp_pool_free(struct dp_pool *pool)
+{
+    if (pool == NULL)
+        return;
+    rte_mempool_free(pool->mp);
+    free(pool);
+}
+
+unsigned dp_pool_avail(const struct dp_pool *pool)
+{
+    return rte_mempool_avail_count(pool->mp);
+}
+
+unsigned dp_pool_in_use(const struct dp_pool *pool)
+{
+    return rte_mempool_in_use_count(pool->mp);
+}
+
+unsigned dp_pool_size(const struct dp_pool *pool)
+{
+    return pool->mp->size;
+}
+
+struct rte_mempool *dp_pool_mempool(struct dp_pool *pool)
+{
+    return pool->mp;
+}

@@ -1,0 +1,183 @@
+/*
+ * dp_internal.h - what the C files share and Python never sees: the worker
+ * layout, the stage interface and the helpers stages use to hand packets on.
+ */
+#ifndef DP_INTERNAL_H
+#define DP_INTERNAL_H
+
+#include <rte_branch_prediction.h>
+#include <rte_common.h>
+#include <rte_cycles.h>
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+#include <rte_spinlock.h>
+#include <string.h>
+
+#include "dp.h"
+
+#define DP_BURST 32
+#define DP_TXBUF_SIZE (2 * DP_BURST)
+#define DP_MAX_RXQ_PER_WORKER 64
+#define DP_RING_SIZE 4096
+
+/*
+ * Drop reasons, declared once: the enum and the names Python, the CLI and
+ * metrics show come from this list. Stages add their reasons here.
+ */
+#define DP_DROP_REASONS(_)                                                   \
+    _(NO_EGRESS, "no_egress")   /* no stage claimed the packet */            \
+    _(BAD_EGRESS, "bad_egress") /* egress port not set up on this worker */  \
+    _(TX_FULL, "tx_full")       /* the port did not take the packet */       \
+    _(PUNT_FULL, "punt_full")   /* slow path ring full */                    \
+    _(INJECT_BAD_PORT, "inject_bad_port")
+
+enum dp_drop_reason {
+#define DP_DROP_ENUM(sym, name) DP_DROP_##sym,
+    DP_DROP_REASONS(DP_DROP_ENUM)
+#undef DP_DROP_ENUM
+    DP_DROP__COUNT
+};
+_Static_assert(DP_DROP__COUNT <= DP_MAX_DROP_REASONS,
+               "raise DP_MAX_DROP_REASONS in dp.h");
+
+struct dp_worker;
+
+/* A pipeline stage: one burst function plus optional periodic work. */
+struct dp_stage_ops {
+    const char *kind;
+    size_t priv_size;
+    int (*init)(struct dp_stage *st);
+    void (*fini)(struct dp_stage *st);
+    /* Handle n packets. Packets the stage sends, punts or drops leave the
+     * vector through dp_emit/dp_punt/dp_drop; the ones it hands to the next
+     * stage are compacted to the front and their count returned. */
+    uint16_t (*process)(struct dp_stage *st, struct rte_mbuf **pkts,
+                        uint16_t n);
+    /* Periodic duties (expiry scans...), run on the worker's thread. */
+    void (*tick)(struct dp_stage *st, uint64_t now_ns);
+};
+
+struct dp_stage {
+    const struct dp_stage_ops *ops;
+    struct dp_worker *w;
+    struct dp_stage_stats stats;
+    void *priv;
+} __rte_cache_aligned;
+
+struct dp_rxq {
+    uint16_t port;
+    uint16_t queue;
+};
+
+struct dp_txbuf {
+    uint16_t n;
+    uint16_t queue;
+    uint8_t enabled;
+    uint8_t shared; /* fewer tx queues than workers: take the port lock */
+    struct rte_mbuf *pkts[DP_TXBUF_SIZE];
+};
+
+struct dp_worker {
+    /* hot, read every loop */
+    volatile uint32_t attention;
+    unsigned id;
+    unsigned lcore;
+    uint16_t n_rxq;
+    uint16_t n_stages;
+    uint16_t n_dirty;
+    uint16_t rx_port; /* input port of the burst being processed */
+    struct dp_rxq rxq[DP_MAX_RXQ_PER_WORKER];
+    struct dp_stage *stages[DP_MAX_STAGES];
+    uint16_t dirty[DP_MAX_PORTS];
+    struct rte_ring *punt_ring;
+    struct rte_ring *inject_ring;
+    struct rte_mempool *pool;
+    uint64_t tick_interval_tsc;
+    uint64_t last_tick_tsc;
+    uint64_t last_exit_tsc;
+
+    struct dp_worker_stats stats __rte_cache_aligned;
+    struct dp_worker_port_stats port_stats[DP_MAX_PORTS];
+    struct dp_txbuf tx[DP_MAX_PORTS] __rte_cache_aligned;
+} __rte_cache_aligned;
+
+/* Port-wide state shared by workers (tx locks for shared queues). */
+extern rte_spinlock_t dp_port_txlock[DP_MAX_PORTS][DP_MAX_QUEUES];
+
+void dp_set_error(int err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+const struct dp_stage_ops *dp_stage_ops_find(const char *kind);
+struct rte_mempool *dp_pool_mempool(struct dp_pool *pool);
+void dp_txbuf_flush(struct dp_worker *w, uint16_t port);
+
+static inline void dp_drop(struct dp_stage *st, struct rte_mbuf *m,
+                           enum dp_drop_reason reason)
+{
+    rte_pktmbuf_free(m);
+    st->stats.drops[reason]++;
+    st->stats.dropped++;
+    st->w->stats.drops[reason]++;
+    st->w->stats.dropped++;
+}
+
+/* Queue a packet for transmission on out_port; flushed after the burst. */
+static inline void dp_emit(struct dp_worker *w, uint16_t out_port,
+                           struct rte_mbuf *m)
+{
+    struct dp_txbuf *tb;
+
+    if (unlikely(out_port >= DP_MAX_PORTS || !w->tx[out_port].enabled)) {
+        rte_pktmbuf_free(m);
+        w->stats.drops[DP_DROP_BAD_EGRESS]++;
+        w->stats.dropped++;
+        return;
+    }
+    tb = &w->tx[out_port];
+    if (tb->n == 0)
+        w->dirty[w->n_dirty++] = out_port;
+    else if (unlikely(tb->n == DP_TXBUF_SIZE))
+        dp_txbuf_flush(w, out_port); /* keeps it on the dirty list */
+    tb->pkts[tb->n++] = m;
+}
+
+/* Queue n packets for one port: the common case of a whole burst. */
+static inline void dp_emit_bulk(struct dp_worker *w, uint16_t out_port,
+                                struct rte_mbuf **pkts, uint16_t n)
+{
+    struct dp_txbuf *tb;
+
+    if (unlikely(out_port >= DP_MAX_PORTS || !w->tx[out_port].enabled)) {
+        rte_pktmbuf_free_bulk(pkts, n);
+        w->stats.drops[DP_DROP_BAD_EGRESS] += n;
+        w->stats.dropped += n;
+        return;
+    }
+    tb = &w->tx[out_port];
+    if (tb->n == 0)
+        w->dirty[w->n_dirty++] = out_port;
+    while (n) {
+        uint16_t room = DP_TXBUF_SIZE - tb->n, k = RTE_MIN(room, n);
+
+        if (room == 0) {
+            dp_txbuf_flush(w, out_port);
+            continue;
+        }
+        memcpy(&tb->pkts[tb->n], pkts, k * sizeof(*pkts));
+        tb->n += k;
+        pkts += k;
+        n -= k;
+    }
+}
+
+static inline void dp_punt(struct dp_stage *st, struct rte_mbuf *m)
+{
+    struct dp_worker *w = st->w;
+
+    if (unlikely(rte_ring_sp_enqueue(w->punt_ring, m) != 0)) {
+        dp_drop(st, m, DP_DROP_PUNT_FULL);
+        return;
+    }
+    w->stats.punted++;
+}
+
+#endif /* DP_INTERNAL_H */

@@ -1,0 +1,190 @@
+/*
+ * dp.h - the C API of the dataplane shim, as Python sees it through cffi.
+ *
+ * This header is also the cffi cdef (cffi_build/build_ffi.py strips the
+ * preprocessor guard lines), so it includes no DPDK header and uses only
+ * fixed-width types, opaque structs and plain #define constants.
+ *
+ * Contract: every function returning int returns >= 0 on success or -errno;
+ * dp_last_error() then holds a message for a person (thread-local).
+ */
+#ifndef DP_H
+#define DP_H
+#include <stdint.h>
+#include <stddef.h>
+
+#define DP_MAX_PORTS 64
+#define DP_MAX_QUEUES 64
+#define DP_MAX_STAGES 16
+#define DP_MAX_DROP_REASONS 32
+#define DP_PORT_NONE 65535
+#define DP_PORT_PUNT 65534
+
+/* Why dp_worker_poll() returned to Python (bit set). */
+#define DP_POLL_TIMEOUT 1
+#define DP_POLL_ATTENTION 2
+#define DP_POLL_STOP 4
+#define DP_POLL_PUNT 8
+
+/* ---- errors ------------------------------------------------------------ */
+const char *dp_last_error(void);
+
+/* ---- clock: TSC in production, manual in tests ------------------------- */
+uint64_t dp_clock_ns(void);
+void dp_clock_set_manual(uint64_t now_ns);
+void dp_clock_advance(uint64_t delta_ns);
+void dp_clock_use_tsc(void);
+int dp_clock_is_manual(void);
+uint64_t dp_tsc_hz(void);
+
+/* ---- EAL --------------------------------------------------------------- */
+int dp_eal_init(int argc, char **argv);
+int dp_eal_cleanup(void);
+unsigned dp_socket_count(void);
+int dp_lcore_to_cpu(unsigned lcore);
+
+/* ---- mbuf pools ---------------------------------------------------------- */
+struct dp_pool;
+int dp_pool_create(const char *name, unsigned n_mbufs, unsigned cache,
+                   unsigned data_room, int socket, struct dp_pool **out);
+void dp_pool_free(struct dp_pool *pool);
+unsigned dp_pool_avail(const struct dp_pool *pool);
+unsigned dp_pool_in_use(const struct dp_pool *pool);
+unsigned dp_pool_size(const struct dp_pool *pool);
+
+/* ---- ports --------------------------------------------------------------- */
+struct dp_port_info {
+    uint16_t port_id;
+    int32_t socket;
+    uint16_t max_rx_queues;
+    uint16_t max_tx_queues;
+    uint16_t min_mtu;
+    uint16_t max_mtu;
+    uint16_t mtu;
+    uint8_t mac[6];
+    char driver[64];
+    char name[128];
+};
+
+struct dp_port_conf {
+    uint16_t nb_rxq;
+    uint16_t nb_txq;
+    uint16_t rx_desc;
+    uint16_t tx_desc;
+    uint16_t mtu;          /* 0: leave the device default */
+    uint8_t promiscuous;
+    uint8_t rss;
+};
+
+struct dp_link {
+    uint32_t speed_mbps;
+    uint8_t up;
+    uint8_t full_duplex;
+    uint8_t autoneg;
+};
+
+struct dp_port_stats {
+    uint64_t ipackets;
+    uint64_t opackets;
+    uint64_t ibytes;
+    uint64_t obytes;
+    uint64_t imissed;
+    uint64_t ierrors;
+    uint64_t oerrors;
+    uint64_t rx_nombuf;
+};
+
+/* Attach a device after EAL init: a vdev spec ("net_pcap0,rx_pcap=x") or a
+ * PCI address. The same path for virtual and real NICs. */
+int dp_dev_attach(const char *devargs, uint16_t *port_id);
+int dp_dev_detach(uint16_t port_id);
+int dp_port_info(uint16_t port_id, struct dp_port_info *out);
+int dp_port_configure(uint16_t port_id, const struct dp_port_conf *conf,
+                      struct dp_pool *pool);
+int dp_port_start(uint16_t port_id);
+int dp_port_stop(uint16_t port_id);
+int dp_port_link(uint16_t port_id, struct dp_link *out);
+int dp_port_set_link(uint16_t port_id, int up);
+int dp_port_stats(uint16_t port_id, struct dp_port_stats *out);
+
+/* ---- workers -------------------------------------------------------------- */
+struct dp_worker;
+struct dp_stage;
+
+struct dp_worker_stats {
+    uint64_t loops;            /* iterations of the burst loop */
+    uint64_t rx_bursts;        /* non-empty rx bursts */
+    uint64_t empty_polls;
+    uint64_t rx;               /* packets received from ports */
+    uint64_t injected;         /* packets taken from the inject ring */
+    uint64_t tx;               /* packets accepted by ports */
+    uint64_t punted;           /* packets handed to the slow path */
+    uint64_t dropped;          /* sum of drops[] */
+    uint64_t drops[DP_MAX_DROP_REASONS];
+    uint64_t rx_cycles;
+    uint64_t tx_cycles;
+    uint64_t busy_cycles;      /* cycles in loops that moved packets */
+    uint64_t total_cycles;     /* cycles inside dp_worker_poll */
+    uint64_t polls;            /* calls of dp_worker_poll */
+    uint64_t max_gap_cycles;   /* longest time spent outside the C loop */
+    uint64_t last_gap_cycles;
+};
+
+struct dp_worker_port_stats {
+    uint64_t rx;
+    uint64_t tx;
+    uint64_t tx_dropped;
+};
+
+struct dp_stage_stats {
+    uint64_t calls;
+    uint64_t packets;          /* packets handed to the stage */
+    uint64_t passed;           /* packets handed on to the next stage */
+    uint64_t cycles;
+    uint64_t dropped;
+    uint64_t drops[DP_MAX_DROP_REASONS];
+};
+
+const char *dp_drop_reason_name(unsigned reason);   /* NULL past the end */
+unsigned dp_drop_reason_count(void);
+
+int dp_worker_create(unsigned id, int socket, struct dp_pool *pool,
+                     struct dp_worker **out);
+void dp_worker_destroy(struct dp_worker *w);
+int dp_worker_add_rxq(struct dp_worker *w, uint16_t port_id, uint16_t queue);
+int dp_worker_set_txq(struct dp_worker *w, uint16_t port_id, uint16_t queue,
+                      int shared);
+int dp_worker_add_stage(struct dp_worker *w, const char *kind,
+                        struct dp_stage **out);
+/* Called on the worker's own thread: registers it with EAL, pins it. */
+int dp_worker_thread_init(struct dp_worker *w, int cpu);
+void dp_worker_thread_fini(struct dp_worker *w);
+/* Runs the burst loop with the GIL released for up to budget_us; returns
+ * DP_POLL_* bits saying why it came back. */
+int dp_worker_poll(struct dp_worker *w, uint64_t budget_us);
+void dp_worker_notify(struct dp_worker *w);
+void dp_request_stop(void);
+void dp_clear_stop(void);
+int dp_stop_requested(void);
+void dp_worker_stats(const struct dp_worker *w, struct dp_worker_stats *out);
+int dp_worker_port_stats(const struct dp_worker *w, uint16_t port_id,
+                         struct dp_worker_port_stats *out);
+unsigned dp_worker_lcore(const struct dp_worker *w);
+unsigned dp_worker_stage_count(const struct dp_worker *w);
+struct dp_stage *dp_worker_stage(struct dp_worker *w, unsigned index);
+const char *dp_stage_kind(const struct dp_stage *st);
+void dp_stage_stats(const struct dp_stage *st, struct dp_stage_stats *out);
+
+/* Slow path rings: packets to Python (punt) and from Python (inject). */
+int dp_worker_inject(struct dp_worker *w, uint16_t port_id,
+                     const uint8_t *data, uint32_t len);
+int dp_worker_punt_recv(struct dp_worker *w, uint8_t *buf, uint32_t cap,
+                        uint16_t *port_id, uint32_t *len);
+unsigned dp_worker_punt_pending(const struct dp_worker *w);
+
+/* ---- stage: xconnect (port cross-connect) ------------------------------- */
+/* in_port -> out_port; DP_PORT_NONE removes the mapping (packets then drop
+ * as no_egress), DP_PORT_PUNT sends them to the slow path. */
+int dp_xconnect_set(struct dp_stage *st, uint16_t in_port, uint16_t out_port);
+
+#endif /* DP_H */

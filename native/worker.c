@@ -1,0 +1,501 @@
+/*
+ * worker.c - the per-core burst loop: rx burst -> stages -> tx burst.
+ *
+ * One struct dp_worker per worker thread. Only that thread writes it (the
+ * counters included); other threads read counters without locks and sum
+ * them. The loop returns to Python only when Python has something to do:
+ * stop, a command (attention flag), punted packets, or the time budget.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <rte_ethdev.h>
+#include <rte_errno.h>
+#include <rte_lcore.h>
+#include <rte_malloc.h>
+
+#include "dp_internal.h"
+
+static volatile int dp_stop_flag;
+
+static const char *const drop_reason_names[] = {
+#define DP_DROP_NAME(sym, name) name,
+    DP_DROP_REASONS(DP_DROP_NAME)
+#undef DP_DROP_NAME
+};
+
+const char *dp_drop_reason_name(unsigned reason)
+{
+    return reason < DP_DROP__COUNT ? drop_reason_names[reason] : NULL;
+}
+
+unsigned dp_drop_reason_count(void)
+{
+    return DP_DROP__COUNT;
+}
+
+void dp_request_stop(void)
+{
+    __atomic_store_n(&dp_stop_flag, 1, __ATOMIC_RELEASE);
+}
+
+void dp_clear_stop(void)
+{
+    __atomic_store_n(&dp_stop_flag, 0, __ATOMIC_RELEASE);
+}
+
+int dp_stop_requested(void)
+{
+    return __atomic_load_n(&dp_stop_flag, __ATOMIC_ACQUIRE);
+}
+
+/* ---- life cycle ------------------------------------------------------------ */
+
+int dp_worker_create(unsigned id, int socket, struct dp_pool *pool,
+                     struct dp_worker **out)
+{
+    char name[RTE_RING_NAMESIZE];
+    struct dp_worker *w;
+
+    w = rte_zmalloc_socket("dp_worker", sizeof(*w), RTE_CACHE_LINE_SIZE,
+                           socket);
+    if (w == NULL) {
+        dp_set_error(ENOMEM, "worker %u", id);
+        return -ENOMEM;
+    }
+    w->id = id;
+    w->lcore = LCORE_ID_ANY;
+    w->pool = dp_pool_mempool(pool);
+    /* Stage ticks (expiry scans, link timers) every millisecond. */
+    w->tick_interval_tsc = dp_tsc_hz() / 1000;
+
+    snprintf(name, sizeof(name), "dp_punt_%u", id);
+    w->punt_ring = rte_ring_create(name, DP_RING_SIZE, socket,
+                                   RING_F_SP_ENQ | RING_F_SC_DEQ);
+    snprintf(name, sizeof(name), "dp_inject_%u", id);
+    w->inject_ring = rte_ring_create(name, DP_RING_SIZE, socket,
+                                     RING_F_SC_DEQ);
+    if (w->punt_ring == NULL || w->inject_ring == NULL) {
+        int err = rte_errno;
+        dp_set_error(err, "worker %u rings", id);
+        dp_worker_destroy(w);
+        return -err;
+    }
+    *out = w;
+    return 0;
+}
+
+static void drain_ring_free(struct rte_ring *r)
+{
+    struct rte_mbuf *m;
+
+    if (r == NULL)
+        return;
+    while (rte_ring_dequeue(r, (void **)&m) == 0)
+        rte_pktmbuf_free(m);
+    rte_ring_free(r);
+}
+
+void dp_worker_destroy(struct dp_worker *w)
+{
+    unsigned i;
+
+    if (w == NULL)
+        return;
+    for (i = 0; i < DP_MAX_PORTS; i++) {
+        struct dp_txbuf *tb = &w->tx[i];
+        rte_pktmbuf_free_bulk(tb->pkts, tb->n);
+        tb->n = 0;
+    }
+    for (i = 0; i < w->n_stages; i++) {
+        struct dp_stage *st = w->stages[i];
+        if (st->ops->fini)
+            st->ops->fini(st);
+        rte_free(st->priv);
+        rte_free(st);
+    }
+    drain_ring_free(w->punt_ring);
+    drain_ring_free(w->inject_ring);
+    rte_free(w);
+}
+
+int dp_worker_add_rxq(struct dp_worker *w, uint16_t port_id, uint16_t queue)
+{
+    if (w->n_rxq >= DP_MAX_RXQ_PER_WORKER || port_id >= DP_MAX_PORTS) {
+        dp_set_error(ERANGE, "worker %u: rx queue %u/%u", w->id, port_id,
+                     queue);
+        return -ERANGE;
+    }
+    w->rxq[w->n_rxq].port = port_id;
+    w->rxq[w->n_rxq].queue = queue;
+    w->n_rxq++;
+    return 0;
+}
+
+int dp_worker_set_txq(struct dp_worker *w, uint16_t port_id, uint16_t queue,
+                      int shared)
+{
+    if (port_id >= DP_MAX_PORTS || queue >= DP_MAX_QUEUES) {
+        dp_set_error(ERANGE, "worker %u: tx queue %u/%u", w->id, port_id,
+                     queue);
+        return -ERANGE;
+    }
+    w->tx[port_id].queue = queue;
+    w->tx[port_id].shared = shared != 0;
+    w->tx[port_id].enabled = 1;
+    return 0;
+}
+
+int dp_worker_add_stage(struct dp_worker *w, const char *kind,
+                        struct dp_stage **out)
+{
+    const struct dp_stage_ops *ops = dp_stage_ops_find(kind);
+    struct dp_stage *st;
+    int rc;
+
+    if (ops == NULL) {
+        dp_set_error(ENOENT, "unknown stage kind '%s'", kind);
+        return -ENOENT;
+    }
+    if (w->n_stages >= DP_MAX_STAGES) {
+        dp_set_error(ENOSPC, "worker %u: more than %d stages", w->id,
+                     DP_MAX_STAGES);
+        return -ENOSPC;
+    }
+    st = rte_zmalloc("dp_stage", sizeof(*st), RTE_CACHE_LINE_SIZE);
+    if (st == NULL) {
+        dp_set_error(ENOMEM, "stage %s", kind);
+        return -ENOMEM;
+    }
+    st->ops = ops;
+    st->w = w;
+    if (ops->priv_size) {
+        st->priv = rte_zmalloc("dp_stage_priv", ops->priv_size,
+                               RTE_CACHE_LINE_SIZE);
+        if (st->priv == NULL) {
+            rte_free(st);
+            dp_set_error(ENOMEM, "stage %s state", kind);
+            return -ENOMEM;
+        }
+    }
+    if (ops->init && (rc = ops->init(st)) < 0) {
+        rte_free(st->priv);
+        rte_free(st);
+        return rc;
+    }
+    w->stages[w->n_stages++] = st;
+    *out = st;
+    return 0;
+}
+
+int dp_worker_thread_init(struct dp_worker *w, int cpu)
+{
+    if (rte_thread_register() != 0) {
+        dp_set_error(rte_errno, "worker %u: register thread with EAL",
+                     w->id);
+        return -rte_errno;
+    }
+    if (cpu >= 0) {
+        rte_cpuset_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        if (rte_thread_set_affinity(&set) != 0) {
+            rte_thread_unregister();
+            dp_set_error(EINVAL, "worker %u: pin to cpu %d", w->id, cpu);
+            return -EINVAL;
+        }
+    }
+    w->lcore = rte_lcore_id();
+    return 0;
+}
+
+void dp_worker_thread_fini(struct dp_worker *w)
+{
+    w->lcore = LCORE_ID_ANY;
+    rte_thread_unregister();
+}
+
+void dp_worker_notify(struct dp_worker *w)
+{
+    __atomic_store_n(&w->attention, 1, __ATOMIC_RELEASE);
+}
+
+/* ---- the burst loop ------------------------------------------------------- */
+
+void dp_txbuf_flush(struct dp_worker *w, uint16_t port)
+{
+    struct dp_txbuf *tb = &w->tx[port];
+    uint16_t sent;
+
+    if (unlikely(tb->shared)) {
+        rte_spinlock_lock(&dp_port_txlock[port][tb->queue]);
+        sent = rte_eth_tx_burst(port, tb->queue, tb->pkts, tb->n);
+        rte_spinlock_unlock(&dp_port_txlock[port][tb->queue]);
+    } else {
+        sent = rte_eth_tx_burst(port, tb->queue, tb->pkts, tb->n);
+    }
+    w->stats.tx += sent;
+    w->port_stats[port].tx += sent;
+    if (unlikely(sent < tb->n)) {
+        uint16_t lost = tb->n - sent;
+        rte_pktmbuf_free_bulk(&tb->pkts[sent], lost);
+        w->stats.drops[DP_DROP_TX_FULL] += lost;
+        w->stats.dropped += lost;
+        w->port_stats[port].tx_dropped += lost;
+    }
+    tb->n = 0;
+}
+
+static inline void flush_dirty(struct dp_worker *w)
+{
+    uint16_t i;
+
+    for (i = 0; i < w->n_dirty; i++)
+        if (w->tx[w->dirty[i]].n)
+            dp_txbuf_flush(w, w->dirty[i]);
+    w->n_dirty = 0;
+}
+
+static inline void drop_unclaimed(struct dp_worker *w, struct rte_mbuf **pkts,
+                                  uint16_t n)
+{
+    rte_pktmbuf_free_bulk(pkts, n);
+    w->stats.drops[DP_DROP_NO_EGRESS] += n;
+    w->stats.dropped += n;
+}
+
+/* Run the stages over one burst; returns the TSC after the last stage. */
+static inline uint64_t run_pipeline(struct dp_worker *w,
+                                    struct rte_mbuf **pkts, uint16_t n,
+                                    uint64_t t)
+{
+    uint16_t i;
+
+    for (i = 0; i < w->n_stages && n; i++) {
+        struct dp_stage *st = w->stages[i];
+        uint16_t in = n;
+        uint64_t t1;
+
+        n = st->ops->process(st, pkts, n);
+        t1 = rte_rdtsc();
+        st->stats.calls++;
+        st->stats.packets += in;
+        st->stats.passed += n;
+        st->stats.cycles += t1 - t;
+        t = t1;
+    }
+    if (unlikely(n))
+        drop_unclaimed(w, pkts, n);
+    return t;
+}
+
+static inline uint16_t drain_inject(struct dp_worker *w)
+{
+    struct rte_mbuf *pkts[DP_BURST];
+    unsigned n, i;
+
+    n = rte_ring_sc_dequeue_burst(w->inject_ring, (void **)pkts, DP_BURST,
+                                  NULL);
+    for (i = 0; i < n; i++)
+        dp_emit(w, pkts[i]->port, pkts[i]);
+    w->stats.injected += n;
+    return n;
+}
+
+static inline void run_ticks(struct dp_worker *w)
+{
+    uint64_t now_ns = dp_clock_ns();
+    uint16_t i;
+
+    for (i = 0; i < w->n_stages; i++)
+        if (w->stages[i]->ops->tick)
+            w->stages[i]->ops->tick(w->stages[i], now_ns);
+}
+
+int dp_worker_poll(struct dp_worker *w, uint64_t budget_us)
+{
+    const uint64_t hz = dp_tsc_hz();
+    const uint64_t entry = rte_rdtsc();
+    const uint64_t deadline = entry + budget_us * hz / 1000000;
+    /* Punted packets wait at most ~1 ms for Python to pick them up. */
+    const uint64_t punt_after = entry + hz / 1000;
+    struct rte_mbuf *pkts[DP_BURST];
+    uint64_t t = entry;
+    int reason = 0;
+
+    if (w->last_exit_tsc) {
+        uint64_t gap = entry - w->last_exit_tsc;
+        w->stats.last_gap_cycles = gap;
+        if (gap > w->stats.max_gap_cycles)
+            w->stats.max_gap_cycles = gap;
+    }
+    w->stats.polls++;
+
+    for (;;) {
+        uint64_t loop_start = t;
+        uint32_t moved = 0;
+        uint16_t q;
+
+        for (q = 0; q < w->n_rxq; q++) {
+            const struct dp_rxq *rq = &w->rxq[q];
+            uint16_t n = rte_eth_rx_burst(rq->port, rq->queue, pkts,
+                                          DP_BURST);
+            uint64_t t1;
+
+            if (n == 0) {
+                w->stats.empty_polls++;
+                continue;
+            }
+            t1 = rte_rdtsc();
+            w->stats.rx_cycles += t1 - t;
+            w->stats.rx += n;
+            w->stats.rx_bursts++;
+            w->port_stats[rq->port].rx += n;
+            w->rx_port = rq->port;
+            moved += n;
+            t = run_pipeline(w, pkts, n, t1);
+            flush_dirty(w);
+            t1 = rte_rdtsc();
+            w->stats.tx_cycles += t1 - t;
+            t = t1;
+        }
+        if (unlikely(rte_ring_count(w->inject_ring))) {
+            moved += drain_inject(w);
+            flush_dirty(w);
+        }
+        w->stats.loops++;
+        t = rte_rdtsc();
+        if (moved)
+            w->stats.busy_cycles += t - loop_start;
+
+        if (unlikely(t - w->last_tick_tsc >= w->tick_interval_tsc)) {
+            w->last_tick_tsc = t;
+            run_ticks(w);
+            flush_dirty(w);
+        }
+        if (unlikely(__atomic_load_n(&dp_stop_flag, __ATOMIC_RELAXED))) {
+            reason |= DP_POLL_STOP;
+            break;
+        }
+        if (unlikely(w->attention)) {
+            __atomic_store_n(&w->attention, 0, __ATOMIC_RELAXED);
+            reason |= DP_POLL_ATTENTION;
+            break;
+        }
+        if (unlikely(t >= punt_after && rte_ring_count(w->punt_ring))) {
+            reason |= DP_POLL_PUNT;
+            break;
+        }
+        if (unlikely(t >= deadline)) {
+            reason |= DP_POLL_TIMEOUT;
+            break;
+        }
+    }
+    w->last_exit_tsc = rte_rdtsc();
+    w->stats.total_cycles += w->last_exit_tsc - entry;
+    return reason;
+}
+
+/* ---- slow path rings --------------------------------------------------------- */
+
+int dp_worker_inject(struct dp_worker *w, uint16_t port_id,
+                     const uint8_t *data, uint32_t len)
+{
+    struct rte_mbuf *m;
+    char *p;
+
+    if (port_id >= DP_MAX_PORTS || !w->tx[port_id].enabled) {
+        dp_set_error(ENODEV, "inject: port %u is not an egress of worker %u",
+                     port_id, w->id);
+        return -ENODEV;
+    }
+    m = rte_pktmbuf_alloc(w->pool);
+    if (m == NULL) {
+        dp_set_error(ENOBUFS, "inject: mbuf pool empty");
+        return -ENOBUFS;
+    }
+    p = rte_pktmbuf_append(m, len);
+    if (p == NULL) {
+        rte_pktmbuf_free(m);
+        dp_set_error(EMSGSIZE, "inject: %u bytes do not fit an mbuf", len);
+        return -EMSGSIZE;
+    }
+    memcpy(p, data, len);
+    m->port = port_id;
+    if (rte_ring_mp_enqueue(w->inject_ring, m) != 0) {
+        rte_pktmbuf_free(m);
+        dp_set_error(ENOBUFS, "inject: ring full");
+        return -ENOBUFS;
+    }
+    return 0;
+}
+
+int dp_worker_punt_recv(struct dp_worker *w, uint8_t *buf, uint32_t cap,
+                        uint16_t *port_id, uint32_t *len)
+{
+    struct rte_mbuf *m;
+    uint32_t n;
+    const void *d;
+
+    if (rte_ring_sc_dequeue(w->punt_ring, (void **)&m) != 0)
+        return 0;
+    n = RTE_MIN(cap, rte_pktmbuf_pkt_len(m));
+    d = rte_pktmbuf_read(m, 0, n, buf);
+    if (d != buf)
+        memcpy(buf, d, n);
+    *port_id = m->port;
+    *len = n;
+    rte_pktmbuf_free(m);
+    return 1;
+}
+
+unsigned dp_worker_punt_pending(const struct dp_worker *w)
+{
+    return rte_ring_count(w->punt_ring);
+}
+
+/* ---- counters, read lock-free from any thread -------------------------------- */
+
+void dp_worker_stats(const struct dp_worker *w, struct dp_worker_stats *out)
+{
+    memcpy(out, &w->stats, sizeof(*out));
+}
+
+int dp_worker_port_stats(const struct dp_worker *w, uint16_t port_id,
+                         struct dp_worker_port_stats *out)
+{
+    if (port_id >= DP_MAX_PORTS) {
+        dp_set_error(ERANGE, "port %u", port_id);
+        return -ERANGE;
+    }
+    memcpy(out, &w->port_stats[port_id], sizeof(*out));
+    return 0;
+}
+
+unsigned dp_worker_lcore(const struct dp_worker *w)
+{
+    return w->lcore;
+}
+
+unsigned dp_worker_stage_count(const struct dp_worker *w)
+{
+    return w->n_stages;
+}
+
+struct dp_stage *dp_worker_stage(struct dp_worker *w, unsigned index)
+{
+    return index < w->n_stages ? w->stages[index] : NULL;
+}
+
+const char *dp_stage_kind(const struct dp_stage *st)
+{
+    return st->ops->kind;
+}
+
+void dp_stage_stats(const struct dp_stage *st, struct dp_stage_stats *out)
+{
+    memcpy(out, &st->stats, sizeof(*out));
+}
