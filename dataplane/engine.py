@@ -60,6 +60,7 @@ class Worker(threading.Thread):
         self.error: BaseException | None = None
         self.started = threading.Event()
         self.punts_unhandled = 0
+        self.lcore = -1  # the EAL lcore id the thread registered as
 
     def call(self, fn: Callable[["Worker"], object]) -> Future:
         """Run ``fn(worker)`` on this worker's thread between two polls."""
@@ -76,6 +77,7 @@ class Worker(threading.Thread):
             self.started.set()
             native.request_stop()
             return
+        self.lcore = native.worker_lcore(self.handle)
         self.started.set()
         try:
             while True:
@@ -276,7 +278,7 @@ class Dataplane:
             snap.ports[p.name] = entry
         for w in self.workers:
             ws = native.worker_stats(w.handle, self.reasons)
-            ws.update(id=w.index, cpu=w.cpu, lcore=native.worker_lcore(w.handle),
+            ws.update(id=w.index, cpu=w.cpu, lcore=w.lcore,
                       max_gap_us=ws["max_gap_cycles"] * 1e6 / hz,
                       punts_unhandled=w.punts_unhandled)
             snap.workers.append(ws)
