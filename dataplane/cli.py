@@ -16,7 +16,6 @@ from . import config as config_mod
 from .errors import ConfigError, DataplaneError
 
 log = logging.getLogger("dataplane")
-err_console = Console(stderr=True)
 
 
 def _seconds_since_process_start() -> float:
@@ -37,7 +36,8 @@ def _load(path: str | None) -> config_mod.Config:
 
 
 def _fail(msg: str, code: int) -> None:
-    err_console.print(f"[bold red]error:[/] {msg}", markup=True, highlight=False)
+    # Plain text, never wrapped: people grep and scripts parse these lines.
+    click.echo(f"error: {msg}", err=True)
     sys.exit(code)
 
 
@@ -122,12 +122,15 @@ def run(config_path: str | None, duration: float | None, as_json: bool, quiet: b
             live.stop()
     finally:
         failed = [w for w in dp.workers if w.error is not None]
+        dp.stop_workers()
+        if last is not None:
+            last = dp.snapshot()  # workers are out of their loops: exact and final
         dp.stop()
         eal.close()
     if failed:
         code = 1
         for w in failed:
-            err_console.print(f"worker {w.index} failed: {w.error}")
+            click.echo(f"error: worker {w.index} failed: {w.error}", err=True)
     if last is not None:
         window = rates(first, last)
         if as_json:

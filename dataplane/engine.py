@@ -307,7 +307,8 @@ class Dataplane:
         """Async-signal-safe enough: sets the C flag every worker loop checks."""
         native.request_stop()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop_workers(self, timeout: float = 5.0) -> None:
+        """Make every worker leave its loop; counters are final afterwards."""
         native.request_stop()
         for w in self.workers:
             if w.is_alive():
@@ -315,6 +316,9 @@ class Dataplane:
                 if w.is_alive():
                     log.error("worker %d did not stop within %.1fs", w.index, timeout)
         self.running = False
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stop_workers(timeout)
         for p in self.ports:
             try:
                 native.port_stop(p.port_id)

@@ -113,13 +113,6 @@ def test_full_egress_counts_tx_full_and_conserves(tmp_path, file_prefix):
     assert conserved(snap)
 
 
-def stop_workers(dp) -> None:
-    """Make every worker leave its loop so the counters are final."""
-    native.request_stop()
-    for w in dp.workers:
-        w.join(5)
-
-
 def test_two_workers_share_multiqueue_ports_and_conserve(file_prefix):
     """Two workers on one CPU (oversubscribed: fine for correctness)."""
     cfg = vdev_config(file_prefix, """
@@ -136,7 +129,7 @@ def test_two_workers_share_multiqueue_ports_and_conserve(file_prefix):
     with running(cfg) as dp:
         assert [(p.nb_rxq, p.nb_txq) for p in dp.ports] == [(2, 2), (2, 2)]
         time.sleep(1.0)
-        stop_workers(dp)
+        dp.stop_workers()
         snap = dp.snapshot()
     assert len(snap.workers) == 2
     assert all(w["rx"] > 0 and w["tx"] > 0 for w in snap.workers)
@@ -207,7 +200,7 @@ def test_mempool_returns_to_its_starting_count(tmp_path, file_prefix):
         before = dp.snapshot().pools[0]["in_use"]
         assert wait_for(lambda: dp.snapshot().totals["tx"] == 2000)
         assert dp.wait_idle()
-        stop_workers(dp)
+        dp.stop_workers()
         after = dp.snapshot().pools[0]
     # Every forwarded mbuf came back: what is still out is what was out before
     # traffic (rx descriptors) plus at most one per-core cache.

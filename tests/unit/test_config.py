@@ -1,0 +1,93 @@
+"""Config: the reference example, defaults, and the broken-config corpus."""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from dataplane import config
+from dataplane.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = ROOT / "deploy" / "examples" / "reference.toml"
+BAD = sorted((ROOT / "tests" / "data" / "bad_configs").glob("*.toml"))
+
+
+def test_reference_example_loads():
+    cfg = config.load(REFERENCE)
+    assert [p.name for p in cfg.ports] == ["wan", "lan"]
+    assert cfg.ports[0].pci == "0000:01:00.0" and cfg.ports[1].driver == "net_tap"
+
+
+@pytest.mark.parametrize("section,model", [("eal", config.EalConfig), ("mempool", config.MempoolConfig),
+                                           ("run", config.RunConfig)])
+def test_reference_documents_every_key_with_its_default(section, model):
+    data = tomllib.loads(REFERENCE.read_text())[section]
+    assert set(data) == set(model.model_fields), "reference.toml and the model disagree on keys"
+    defaults = model.model_validate({"memory_mb": 512} if section == "eal" and not data.get("hugepages", True) else {})
+    for key, value in data.items():
+        assert getattr(defaults, key) == value, f"[{section}].{key}: reference says {value!r}"
+
+
+def test_reference_documents_every_port_key():
+    ports = tomllib.loads(REFERENCE.read_text())["ports"]
+    documented = set().union(*map(set, ports))
+    assert documented == set(config.PortConfig.model_fields)
+    defaults = config.PortConfig(name="x", device="net_null0")
+    for key, value in ports[0].items():
+        if key not in ("name", "pci", "device"):
+            assert getattr(defaults, key) == value, key
+
+
+def test_models_are_frozen():
+    cfg = config.load(REFERENCE)
+    with pytest.raises(Exception):
+        cfg.eal.workers = [2]  # type: ignore[misc]
+    assert isinstance(cfg, BaseModel)
+
+
+def test_embedded_default_is_valid_and_virtual():
+    text = (ROOT / "dataplane" / "default.toml").read_text().replace("${DEMO_PCAP}", "/x.pcap")
+    cfg = config.loads(text)
+    assert not cfg.eal.hugepages and all(p.device for p in cfg.ports)
+
+
+@pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
+def test_bad_config_is_rejected_naming_file_key_and_value(path):
+    expect = path.read_text().splitlines()[0].removeprefix("# expect: ")
+    with pytest.raises(ConfigError) as exc:
+        config.load(path)
+    msg = str(exc.value)
+    assert msg.startswith(str(path) + ":"), msg
+    # The expectation is literal text where ".*" stands for anything.
+    pattern = ".*".join(re.escape(part) for part in expect.split(".*"))
+    assert re.search(pattern, msg), msg
+
+
+def test_every_error_is_reported_not_just_the_first(tmp_path):
+    p = tmp_path / "two.toml"
+    p.write_text('[mempool]\ncache = -1\nmbufs = "x"\n[[ports]]\nname = "a"\ndevice = "net_null0"\n'
+                 '[[pipeline]]\nstage = "xconnect"\nmap = {}\n')
+    with pytest.raises(ConfigError) as exc:
+        config.load(p)
+    assert "mempool.cache" in str(exc.value) and "mempool.mbufs" in str(exc.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(tmp_path / "nope.toml")
+
+
+def test_eal_args_follow_the_config():
+    from dataplane.eal import eal_args
+    cfg = config.load(REFERENCE)
+    args = eal_args(cfg)
+    assert args[:3] == ["dataplane", "-l", "0"]
+    assert "-a" in args and "0000:01:00.0" in args and "--no-pci" not in args
+    assert "--no-huge" not in args and "--log-level=notice" in args
+    text = (ROOT / "dataplane" / "default.toml").read_text().replace("${DEMO_PCAP}", "/x.pcap")
+    demo = eal_args(config.loads(text))
+    assert "--no-pci" in demo and "--no-huge" in demo and demo[demo.index("-m") + 1] == "512"
