@@ -3,10 +3,13 @@ test forked so it gets its own EAL and file prefix), e2e (the CLI as a
 subprocess), netns (namespaces and veth pairs; root)."""
 from __future__ import annotations
 
+import json
 import os
 import uuid
 
 import pytest
+from _pytest.reports import TestReport
+from _pytest.runner import runtestprotocol
 
 
 def pytest_addoption(parser):
@@ -15,9 +18,6 @@ def pytest_addoption(parser):
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        # rte_eal_init works once per process: every EAL test runs in a fork.
-        if item.get_closest_marker("eal"):
-            item.add_marker(pytest.mark.forked)
         if item.get_closest_marker("slow") and not config.getoption("--run-slow"):
             item.add_marker(pytest.mark.skip(reason="long soak; use --run-slow"))
         if item.get_closest_marker("netns") and os.geteuid() != 0:
@@ -31,3 +31,45 @@ def unique_prefix(tag: str = "t") -> str:
 @pytest.fixture
 def file_prefix(request) -> str:
     return unique_prefix(request.node.name[:16].replace("[", "_").replace("]", "_"))
+
+
+def _run_in_fork(item, nextitem) -> list:
+    """Run one test's setup/call/teardown in a child; return its reports.
+    Reports cross the pipe through pytest's own (de)serialization hooks."""
+    hook = item.config.hook
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(r)
+        code = 0
+        try:
+            reports = runtestprotocol(item, log=False, nextitem=None)
+            data = [hook.pytest_report_to_serializable(config=item.config, report=rep) for rep in reports]
+            with os.fdopen(w, "w") as f:
+                json.dump(data, f)
+        except BaseException:  # noqa: BLE001 - the parent reports the death
+            code = 3
+        os._exit(code)
+    os.close(w)
+    with os.fdopen(r) as f:
+        payload = f.read()
+    _, status = os.waitpid(pid, 0)
+    if payload:
+        return [hook.pytest_report_from_serializable(config=item.config, data=d)
+                for d in json.loads(payload)]
+    how = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+           else f"exit status {os.WEXITSTATUS(status)}")
+    return [TestReport(item.nodeid, item.location, {k: 1 for k in item.keywords}, "failed",
+                       f"the forked test process died ({how}) before reporting", "call")]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    # rte_eal_init works once per process: every EAL test runs in a fork.
+    if not item.get_closest_marker("eal"):
+        return None
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    for rep in _run_in_fork(item, nextitem):
+        item.ihook.pytest_runtest_logreport(report=rep)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
