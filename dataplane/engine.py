@@ -11,6 +11,7 @@ import glob
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -56,6 +57,7 @@ class Worker(threading.Thread):
         self.handle = handle
         self._dp = dp
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._punts = native.PuntReader(handle)
         self._budget_us = int(dp.cfg.run.poll_budget_ms * 1000)
         self.error: BaseException | None = None
         self.started = threading.Event()
@@ -104,9 +106,9 @@ class Worker(threading.Thread):
                     fut.set_result(fn(self))
                 except BaseException as e:  # noqa: BLE001
                     fut.set_exception(e)
-        while (pkt := native.worker_punt_recv(self.handle)) is not None:
-            port_id, data = pkt
-            self._dp._on_punt(self, port_id, data)
+        if self._punts.pending():
+            while (pkt := self._punts.recv()) is not None:
+                self._dp._on_punt(self, *pkt)
 
 
 @dataclass
@@ -179,6 +181,7 @@ class Dataplane:
         for wi, cpu in enumerate(self.cfg.eal.workers):
             sock = cpu_socket(cpu)
             h = native.worker_create(wi, sock, self._pool_for(sock))
+            native.worker_set_cycle_sampling(h, self.cfg.run.cycle_sample_shift)
             self._worker_handles.append(h)
             for p in self.ports:
                 if p.cfg.poll and wi < p.nb_rxq:
@@ -202,6 +205,8 @@ class Dataplane:
         """Attach and start ports, then start the workers. On failure,
         everything built so far is torn down before the error propagates."""
         native.clear_stop()
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(self.cfg.run.gil_switch_interval_ms / 1000)
         try:
             self._attach_ports()
             self._configure_ports()
@@ -319,6 +324,7 @@ class Dataplane:
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stop_workers(timeout)
+        sys.setswitchinterval(getattr(self, "_switch_interval", sys.getswitchinterval()))
         for p in self.ports:
             try:
                 native.port_stop(p.port_id)

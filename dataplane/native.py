@@ -212,6 +212,10 @@ def worker_notify(w) -> None:
     lib.dp_worker_notify(w)
 
 
+def worker_set_cycle_sampling(w, shift: int) -> None:
+    lib.dp_worker_set_cycle_sampling(w, shift)
+
+
 def request_stop() -> None:
     lib.dp_request_stop()
 
@@ -225,9 +229,9 @@ def stop_requested() -> bool:
 
 
 WORKER_STATS_FIELDS = ("loops", "rx_bursts", "empty_polls", "rx", "injected", "tx", "punted",
-                       "dropped", "rx_cycles", "tx_cycles", "busy_cycles", "total_cycles",
+                       "dropped", "rx_cycles", "tx_cycles", "sampled_rx", "busy_cycles", "total_cycles",
                        "polls", "max_gap_cycles", "last_gap_cycles")
-STAGE_STATS_FIELDS = ("calls", "packets", "passed", "cycles", "dropped")
+STAGE_STATS_FIELDS = ("calls", "packets", "passed", "cycles", "sampled_packets", "dropped")
 
 
 def _drops(arr, names: list[str]) -> dict[str, int]:
@@ -272,16 +276,25 @@ def worker_inject(w, port_id: int, data: bytes) -> None:
     check(lib.dp_worker_inject(w, port_id, data, len(data)), "inject", WorkerError)
 
 
-_PUNT_CAP = 16384
+PUNT_CAP = 16384
 
 
-def worker_punt_recv(w) -> tuple[int, bytes] | None:
-    buf = ffi.new("uint8_t[]", _PUNT_CAP)
-    port = ffi.new("uint16_t *")
-    length = ffi.new("uint32_t *")
-    if lib.dp_worker_punt_recv(w, buf, _PUNT_CAP, port, length) == 0:
-        return None
-    return port[0], bytes(ffi.buffer(buf, length[0]))
+class PuntReader:
+    """Drains one worker's punt ring into a buffer allocated once."""
+
+    def __init__(self, w):
+        self._w = w
+        self._buf = ffi.new("uint8_t[]", PUNT_CAP)
+        self._port = ffi.new("uint16_t *")
+        self._len = ffi.new("uint32_t *")
+
+    def pending(self) -> int:
+        return lib.dp_worker_punt_pending(self._w)
+
+    def recv(self) -> tuple[int, bytes] | None:
+        if lib.dp_worker_punt_recv(self._w, self._buf, PUNT_CAP, self._port, self._len) == 0:
+            return None
+        return self._port[0], bytes(ffi.buffer(self._buf, self._len[0]))
 
 
 # ---- stages ------------------------------------------------------------------

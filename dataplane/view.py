@@ -75,11 +75,13 @@ def runtime_rows(snap: Snapshot) -> list[dict]:
         for stage, cyc in (("port-rx", w["rx_cycles"]), ("port-tx", w["tx_cycles"])):
             rows.append({"worker": w["id"], "stage": stage, "calls": w["rx_bursts"],
                          "packets": w["rx"], "dropped": w["drops"]["tx_full"] if stage == "port-tx" else 0,
-                         "cycles": cyc})
+                         "cycles": cyc, "sampled": w["sampled_rx"]})
     for s in snap.stages:
         rows.append({"worker": s["worker"], "stage": s["kind"], "calls": s["calls"],
-                     "packets": s["packets"], "dropped": s["dropped"], "cycles": s["cycles"]})
+                     "packets": s["packets"], "dropped": s["dropped"], "cycles": s["cycles"],
+                     "sampled": s["sampled_packets"]})
     for r in rows:
         r["pkts_per_call"] = r["packets"] / r["calls"] if r["calls"] else 0.0
-        r["cycles_per_pkt"] = r["cycles"] / r["packets"] if r["packets"] else 0.0
+        # Cycles are measured in sampled loops only: divide by their packets.
+        r["cycles_per_pkt"] = r["cycles"] / r["sampled"] if r["sampled"] else 0.0
     return rows

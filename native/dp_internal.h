@@ -92,6 +92,7 @@ struct dp_worker {
     struct rte_ring *punt_ring;
     struct rte_ring *inject_ring;
     struct rte_mempool *pool;
+    uint64_t sample_mask;
     uint64_t tick_interval_tsc;
     uint64_t last_tick_tsc;
     uint64_t last_exit_tsc;

@@ -218,6 +218,11 @@ void dp_worker_thread_fini(struct dp_worker *w)
     rte_thread_unregister();
 }
 
+void dp_worker_set_cycle_sampling(struct dp_worker *w, unsigned shift)
+{
+    w->sample_mask = shift >= 63 ? UINT64_MAX : (1ull << shift) - 1;
+}
+
 void dp_worker_notify(struct dp_worker *w)
 {
     __atomic_store_n(&w->attention, 1, __ATOMIC_RELEASE);
@@ -267,25 +272,28 @@ static inline void drop_unclaimed(struct dp_worker *w, struct rte_mbuf **pkts,
     w->stats.dropped += n;
 }
 
-/* Run the stages over one burst; returns the TSC after the last stage. */
+/* Run the stages over one burst. When measuring, t is the TSC at the start
+ * and the TSC after the last stage is returned. */
 static inline uint64_t run_pipeline(struct dp_worker *w,
                                     struct rte_mbuf **pkts, uint16_t n,
-                                    uint64_t t)
+                                    uint64_t t, int measure)
 {
     uint16_t i;
 
     for (i = 0; i < w->n_stages && n; i++) {
         struct dp_stage *st = w->stages[i];
         uint16_t in = n;
-        uint64_t t1;
 
         n = st->ops->process(st, pkts, n);
-        t1 = rte_rdtsc();
         st->stats.calls++;
         st->stats.packets += in;
         st->stats.passed += n;
-        st->stats.cycles += t1 - t;
-        t = t1;
+        if (measure) {
+            uint64_t t1 = rte_rdtsc();
+            st->stats.cycles += t1 - t;
+            st->stats.sampled_packets += in;
+            t = t1;
+        }
     }
     if (unlikely(n))
         drop_unclaimed(w, pkts, n);
@@ -319,7 +327,9 @@ int dp_worker_poll(struct dp_worker *w, uint64_t budget_us)
 {
     const uint64_t hz = dp_tsc_hz();
     const uint64_t entry = rte_rdtsc();
-    const uint64_t deadline = entry + budget_us * hz / 1000000;
+    /* budget 0: stay until Python has something to do (stop, command, punt). */
+    const uint64_t deadline = budget_us ? entry + budget_us * hz / 1000000
+                                        : UINT64_MAX;
     /* Punted packets wait at most ~1 ms for Python to pick them up. */
     const uint64_t punt_after = entry + hz / 1000;
     struct rte_mbuf *pkts[DP_BURST];
@@ -335,7 +345,8 @@ int dp_worker_poll(struct dp_worker *w, uint64_t budget_us)
     w->stats.polls++;
 
     for (;;) {
-        uint64_t loop_start = t;
+        const uint64_t loop_start = t;
+        const int measure = (w->stats.loops & w->sample_mask) == 0;
         uint32_t moved = 0;
         uint16_t q;
 
@@ -343,24 +354,29 @@ int dp_worker_poll(struct dp_worker *w, uint64_t budget_us)
             const struct dp_rxq *rq = &w->rxq[q];
             uint16_t n = rte_eth_rx_burst(rq->port, rq->queue, pkts,
                                           DP_BURST);
-            uint64_t t1;
 
             if (n == 0) {
                 w->stats.empty_polls++;
                 continue;
             }
-            t1 = rte_rdtsc();
-            w->stats.rx_cycles += t1 - t;
             w->stats.rx += n;
             w->stats.rx_bursts++;
             w->port_stats[rq->port].rx += n;
             w->rx_port = rq->port;
             moved += n;
-            t = run_pipeline(w, pkts, n, t1);
-            flush_dirty(w);
-            t1 = rte_rdtsc();
-            w->stats.tx_cycles += t1 - t;
-            t = t1;
+            if (measure) {
+                uint64_t t1 = rte_rdtsc();
+                w->stats.rx_cycles += t1 - t;
+                w->stats.sampled_rx += n;
+                t = run_pipeline(w, pkts, n, t1, 1);
+                flush_dirty(w);
+                t1 = rte_rdtsc();
+                w->stats.tx_cycles += t1 - t;
+                t = t1;
+            } else {
+                run_pipeline(w, pkts, n, 0, 0);
+                flush_dirty(w);
+            }
         }
         if (unlikely(rte_ring_count(w->inject_ring))) {
             moved += drain_inject(w);

@@ -121,8 +121,9 @@ struct dp_worker_stats {
     uint64_t punted;           /* packets handed to the slow path */
     uint64_t dropped;          /* sum of drops[] */
     uint64_t drops[DP_MAX_DROP_REASONS];
-    uint64_t rx_cycles;
+    uint64_t rx_cycles;        /* in sampled loops only (see cycle sampling) */
     uint64_t tx_cycles;
+    uint64_t sampled_rx;       /* packets received in sampled loops */
     uint64_t busy_cycles;      /* cycles in loops that moved packets */
     uint64_t total_cycles;     /* cycles inside dp_worker_poll */
     uint64_t polls;            /* calls of dp_worker_poll */
@@ -140,7 +141,8 @@ struct dp_stage_stats {
     uint64_t calls;
     uint64_t packets;          /* packets handed to the stage */
     uint64_t passed;           /* packets handed on to the next stage */
-    uint64_t cycles;
+    uint64_t cycles;           /* in sampled calls only */
+    uint64_t sampled_packets;  /* packets of the sampled calls */
     uint64_t dropped;
     uint64_t drops[DP_MAX_DROP_REASONS];
 };
@@ -159,10 +161,13 @@ int dp_worker_add_stage(struct dp_worker *w, const char *kind,
 /* Called on the worker's own thread: registers it with EAL, pins it. */
 int dp_worker_thread_init(struct dp_worker *w, int cpu);
 void dp_worker_thread_fini(struct dp_worker *w);
-/* Runs the burst loop with the GIL released for up to budget_us; returns
- * DP_POLL_* bits saying why it came back. */
+/* Runs the burst loop with the GIL released for up to budget_us (0: until
+ * stop, a command or punted packets); returns DP_POLL_* bits saying why. */
 int dp_worker_poll(struct dp_worker *w, uint64_t budget_us);
 void dp_worker_notify(struct dp_worker *w);
+/* Per-stage cycle accounting costs two TSC reads per burst (~26 cycles
+ * each): measure one loop in 2^shift (0 = every loop). Counts stay exact. */
+void dp_worker_set_cycle_sampling(struct dp_worker *w, unsigned shift);
 void dp_request_stop(void);
 void dp_clear_stop(void);
 int dp_stop_requested(void);

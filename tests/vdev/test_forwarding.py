@@ -139,6 +139,12 @@ def test_two_workers_share_multiqueue_ports_and_conserve(file_prefix):
     # What the workers counted as sent is what the ports counted as sent.
     for name in ("a", "b"):
         assert snap.ports[name]["eth"]["opackets"] == snap.ports[name]["tx"]
+    # Runtime view: every burst counted, cycles measured on a sample of them.
+    from dataplane.view import runtime_rows
+    for row in runtime_rows(snap):
+        assert 0 < row["sampled"] < row["packets"] and row["cycles_per_pkt"] > 0, row
+    stage_pkts = sum(s["packets"] for s in snap.stages)
+    assert stage_pkts == snap.totals["rx"]
 
 
 def test_punted_packets_reach_python_intact(tmp_path, file_prefix):
