@@ -107,7 +107,9 @@ def run(config_path: str | None, duration: float | None, as_json: bool, quiet: b
         prev = first
         from . import native
         while not native.stop_requested():
-            remaining = 0.25 if t_end is None else min(0.25, t_end - time.monotonic())
+            # Poll finely until the first packet is out: it times "start to forwarding".
+            step = 0.25 if forwarding_at is not None else 0.005
+            remaining = step if t_end is None else min(step, t_end - time.monotonic())
             if remaining <= 0:
                 break
             time.sleep(remaining)

@@ -9,6 +9,17 @@ from dataplane.eal import Eal
 from dataplane.engine import Dataplane
 
 
+def port(name: str, device: str, poll: bool = True) -> str:
+    """One [[ports]] table."""
+    return f'[[ports]]\nname = "{name}"\ndevice = "{device}"\n' + ("" if poll else "poll = false\n")
+
+
+def xconnect(mapping: dict[str, str]) -> str:
+    """An xconnect [[pipeline]] stage."""
+    pairs = ", ".join(f'{k} = "{v}"' for k, v in mapping.items())
+    return f'[[pipeline]]\nstage = "xconnect"\nmap = {{ {pairs} }}\n'
+
+
 def vdev_config(file_prefix: str, body: str, workers: str = "[1]", extra: str = "") -> config.Config:
     text = textwrap.dedent(f"""
         [eal]

@@ -14,7 +14,7 @@ from scapy.utils import rdpcap, wrpcap
 
 from dataplane import native
 from dataplane.errors import ConfigError
-from tests.helpers import conserved, running, vdev_config
+from tests.helpers import conserved, port, running, vdev_config, xconnect
 
 pytestmark = [pytest.mark.eal, pytest.mark.timeout(60)]
 
@@ -26,6 +26,13 @@ def udp_packets(n: int, size: int = 100) -> list:
             IP(src=f"10.1.{i % 200}.1", dst="10.2.0.1") / UDP(sport=1000 + i % 5000, dport=7)
         out.append(p / (b"%08d" % i).ljust(max(0, size - len(p)), b"."))
     return out
+
+
+SINK = port("out", "net_null0,no-rx=1", poll=False)
+
+
+def pcap_in(tmp_path) -> str:
+    return port("in", f"net_pcap0,rx_pcap={tmp_path}/in.pcap")
 
 
 def wait_for(pred, timeout=10.0):
@@ -41,18 +48,9 @@ def test_pcap_through_xconnect_is_byte_identical(tmp_path, file_prefix):
     """Golden tier: pcap in through net_pcap, the same frames out, in order."""
     sent = udp_packets(500)
     wrpcap(str(tmp_path / "in.pcap"), sent)
-    cfg = vdev_config(file_prefix, f"""
-        [[ports]]
-        name = "in"
-        device = "net_pcap0,rx_pcap={tmp_path}/in.pcap"
-        [[ports]]
-        name = "out"
-        device = "net_pcap1,tx_pcap={tmp_path}/out.pcap"
-        poll = false
-        [[pipeline]]
-        stage = "xconnect"
-        map = {{ in = "out" }}
-        """)
+    cfg = vdev_config(file_prefix, pcap_in(tmp_path) +
+                          port("out", f"net_pcap1,tx_pcap={tmp_path}/out.pcap", poll=False) +
+                          xconnect({"in": "out"}))
     with running(cfg) as dp:
         assert wait_for(lambda: dp.snapshot().totals["tx"] == 500)
         assert dp.wait_idle()
@@ -67,18 +65,7 @@ def test_pcap_through_xconnect_is_byte_identical(tmp_path, file_prefix):
 
 def test_unmapped_port_drops_are_counted_by_reason(tmp_path, file_prefix):
     wrpcap(str(tmp_path / "in.pcap"), udp_packets(300))
-    cfg = vdev_config(file_prefix, f"""
-        [[ports]]
-        name = "in"
-        device = "net_pcap0,rx_pcap={tmp_path}/in.pcap"
-        [[ports]]
-        name = "out"
-        device = "net_null0,no-rx=1"
-        poll = false
-        [[pipeline]]
-        stage = "xconnect"
-        map = {{ out = "in" }}
-        """)
+    cfg = vdev_config(file_prefix, pcap_in(tmp_path) + SINK + xconnect({"out": "in"}))
     with running(cfg) as dp:
         assert wait_for(lambda: dp.snapshot().totals["dropped"] == 300)
         snap = dp.snapshot()
@@ -91,18 +78,9 @@ def test_full_egress_counts_tx_full_and_conserves(tmp_path, file_prefix):
     """net_ring's ring fills (nobody reads it): the overflow is tx_full."""
     n = 3000
     wrpcap(str(tmp_path / "in.pcap"), udp_packets(n, 64))
-    cfg = vdev_config(file_prefix, f"""
-        [[ports]]
-        name = "in"
-        device = "net_pcap0,rx_pcap={tmp_path}/in.pcap"
-        [[ports]]
-        name = "ring"
-        device = "net_ring0"
-        poll = false
-        [[pipeline]]
-        stage = "xconnect"
-        map = {{ in = "ring" }}
-        """)
+    cfg = vdev_config(file_prefix, pcap_in(tmp_path) +
+                          port("ring", "net_ring0", poll=False) +
+                          xconnect({"in": "ring"}))
     with running(cfg) as dp:
         assert wait_for(lambda: dp.snapshot().totals["rx"] == n)
         assert dp.wait_idle()
@@ -115,17 +93,9 @@ def test_full_egress_counts_tx_full_and_conserves(tmp_path, file_prefix):
 
 def test_two_workers_share_multiqueue_ports_and_conserve(file_prefix):
     """Two workers on one CPU (oversubscribed: fine for correctness)."""
-    cfg = vdev_config(file_prefix, """
-        [[ports]]
-        name = "a"
-        device = "net_null0"
-        [[ports]]
-        name = "b"
-        device = "net_null1"
-        [[pipeline]]
-        stage = "xconnect"
-        map = { a = "b", b = "a" }
-        """, workers="[1, 1]")
+    cfg = vdev_config(file_prefix, port("a", "net_null0") +
+                          port("b", "net_null1") +
+                          xconnect({"a": "b", "b": "a"}), workers="[1, 1]")
     with running(cfg) as dp:
         assert [(p.nb_rxq, p.nb_txq) for p in dp.ports] == [(2, 2), (2, 2)]
         time.sleep(1.0)
@@ -150,14 +120,7 @@ def test_two_workers_share_multiqueue_ports_and_conserve(file_prefix):
 def test_punted_packets_reach_python_intact(tmp_path, file_prefix):
     sent = udp_packets(50)
     wrpcap(str(tmp_path / "in.pcap"), sent)
-    cfg = vdev_config(file_prefix, f"""
-        [[ports]]
-        name = "in"
-        device = "net_pcap0,rx_pcap={tmp_path}/in.pcap"
-        [[pipeline]]
-        stage = "xconnect"
-        map = {{ in = "punt" }}
-        """)
+    cfg = vdev_config(file_prefix, pcap_in(tmp_path) + xconnect({"in": "punt"}))
     got = []
     with running(cfg) as dp:
         dp.on_punt(lambda w, port, data: got.append((port, data)))
@@ -169,15 +132,8 @@ def test_punted_packets_reach_python_intact(tmp_path, file_prefix):
 
 
 def test_injected_packets_leave_on_the_port(tmp_path, file_prefix):
-    cfg = vdev_config(file_prefix, f"""
-        [[ports]]
-        name = "out"
-        device = "net_pcap0,tx_pcap={tmp_path}/out.pcap"
-        poll = false
-        [[pipeline]]
-        stage = "xconnect"
-        map = {{}}
-        """)
+    cfg = vdev_config(file_prefix, port("out", f"net_pcap0,tx_pcap={tmp_path}/out.pcap", poll=False) +
+                          xconnect({}))
     frames = [bytes(p) for p in udp_packets(20)]
     with running(cfg) as dp:
         for f in frames:
@@ -190,18 +146,7 @@ def test_injected_packets_leave_on_the_port(tmp_path, file_prefix):
 
 def test_mempool_returns_to_its_starting_count(tmp_path, file_prefix):
     wrpcap(str(tmp_path / "in.pcap"), udp_packets(2000))
-    cfg = vdev_config(file_prefix, f"""
-        [[ports]]
-        name = "in"
-        device = "net_pcap0,rx_pcap={tmp_path}/in.pcap"
-        [[ports]]
-        name = "out"
-        device = "net_null0,no-rx=1"
-        poll = false
-        [[pipeline]]
-        stage = "xconnect"
-        map = {{ in = "out" }}
-        """)
+    cfg = vdev_config(file_prefix, pcap_in(tmp_path) + SINK + xconnect({"in": "out"}))
     with running(cfg) as dp:
         before = dp.snapshot().pools[0]["in_use"]
         assert wait_for(lambda: dp.snapshot().totals["tx"] == 2000)
@@ -215,28 +160,14 @@ def test_mempool_returns_to_its_starting_count(tmp_path, file_prefix):
 
 
 def test_bad_device_spec_names_the_key(file_prefix):
-    cfg = vdev_config(file_prefix, """
-        [[ports]]
-        name = "x"
-        device = "net_nosuchdriver0"
-        [[pipeline]]
-        stage = "xconnect"
-        map = {}
-        """)
+    cfg = vdev_config(file_prefix, port("x", "net_nosuchdriver0") + xconnect({}))
     with pytest.raises(ConfigError, match=r"ports\[0\]\.device: .*net_nosuchdriver0"):
         with running(cfg):
             pass
 
 
 def test_manual_clock_is_settable(file_prefix):
-    cfg = vdev_config(file_prefix, """
-        [[ports]]
-        name = "a"
-        device = "net_null0,no-rx=1"
-        [[pipeline]]
-        stage = "xconnect"
-        map = {}
-        """)
+    cfg = vdev_config(file_prefix, port("a", "net_null0,no-rx=1") + xconnect({}))
     with running(cfg):
         assert native.clock_ns() > 0
         native.clock_set_manual(1_000_000_000)
@@ -249,14 +180,7 @@ def test_manual_clock_is_settable(file_prefix):
 
 def test_commands_run_on_the_worker_thread(file_prefix):
     import threading
-    cfg = vdev_config(file_prefix, """
-        [[ports]]
-        name = "a"
-        device = "net_null0,no-rx=1"
-        [[pipeline]]
-        stage = "xconnect"
-        map = {}
-        """, workers="[1, 0]")
+    cfg = vdev_config(file_prefix, port("a", "net_null0,no-rx=1") + xconnect({}), workers="[1, 0]")
     with running(cfg) as dp:
         names = dp.on_all_workers(lambda w: threading.current_thread().name)
     assert names == ["dp-worker-0", "dp-worker-1"]
