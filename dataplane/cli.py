@@ -124,9 +124,9 @@ def run(config_path: str | None, duration: float | None, as_json: bool, quiet: b
             live.stop()
     finally:
         failed = [w for w in dp.workers if w.error is not None]
-        dp.stop_workers()
+        dp.quiesce()
         if last is not None:
-            last = dp.snapshot()  # workers are out of their loops: exact and final
+            last = dp.snapshot()  # workers stopped, flows flushed: exact and final
         dp.stop()
         eal.close()
     if failed:

@@ -73,6 +73,7 @@ class PortConfig(Strict):
     promiscuous: bool = True
     rss: bool = True
     poll: bool = Field(True, description="false for transmit-only ports (sinks)")
+    ifindex: int = Field(0, ge=0, le=65535, description="SNMP ifIndex in flow records (0 = position + 1)")
 
     @field_validator("name")
     @classmethod
@@ -120,7 +121,61 @@ class XconnectStage(Strict):
     map: dict[str, str] = Field(description="input port -> output port, or 'punt'")
 
 
-StageConfig = XconnectStage
+class NetflowExport(Strict):
+    """Where and how expired flows are sent."""
+    version: Literal[5, 9, 10] = Field(5, description="5, 9 or 10 (IPFIX)")
+    collectors: list[str] = Field(default_factory=list,
+                                  description="host:port or [v6addr]:port, each gets every datagram")
+    engine_type: int = Field(0, ge=0, le=255, description="v5 header")
+    engine_id: int = Field(0, ge=0, le=255, description="v5 header")
+    source_id: int = Field(0, ge=0, le=0xFFFFFFFF,
+                           description="v9 source id / IPFIX observation domain")
+    template_refresh_s: float = Field(60.0, gt=0, description="v9/IPFIX: resend templates this often")
+    template_refresh_packets: int = Field(20, ge=1, description="... or every this many datagrams")
+    max_datagram: int = Field(1400, ge=200, le=65000, description="v9/IPFIX datagram size limit")
+    flush_interval_s: float = Field(1.0, gt=0, le=60,
+                                    description="longest a partial datagram waits for more records")
+
+    @field_validator("collectors")
+    @classmethod
+    def _collectors(cls, v: list[str]) -> list[str]:
+        for c in v:
+            parse_hostport(c)
+        return v
+
+
+class NetflowStage(Strict):
+    """FreeBSD ng_netflow: a flow cache that meters and passes every packet on."""
+    stage: Literal["netflow"]
+    max_flows: int = Field(65536, ge=8, le=1 << 28, description="cache size, split over the workers")
+    active_timeout: int = Field(1800, ge=1, description="seconds")
+    inactive_timeout: int = Field(15, ge=1, description="seconds")
+    lowat: int = Field(0, ge=0, description="flows; past it all inactive flows go (0 = 3/4 of max)")
+    export_ring: int = Field(65536, ge=64, le=1 << 24, description="records per worker ring (2^n)")
+    scan_budget: int = Field(1024, ge=1, le=1 << 20, description="flows the scan visits per 1 ms tick")
+    export: NetflowExport = Field(default_factory=NetflowExport)
+
+    @field_validator("export_ring")
+    @classmethod
+    def _pow2(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError("must be a power of two")
+        return v
+
+
+StageConfig = Annotated[XconnectStage | NetflowStage, Field(discriminator="stage")]
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """'1.2.3.4:2055', '[2001:db8::1]:2055' or 'name:2055' -> (host, port)."""
+    m = re.match(r"^\[(?P<v6>[0-9A-Fa-f:.]+)\]:(?P<p>\d+)$|^(?P<h>[^:\[\]]+):(?P<q>\d+)$", text)
+    if not m:
+        raise ValueError(f"'{text}' is not host:port (IPv6 as [addr]:port)")
+    host = m.group("v6") or m.group("h")
+    port = int(m.group("p") or m.group("q"))
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range in '{text}'")
+    return host, port
 
 
 class RunConfig(Strict):
@@ -159,12 +214,19 @@ def _key_path(loc: tuple[Any, ...]) -> str:
 def _format_errors(source: str, err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = tuple(p for p in e["loc"] if p not in ("xconnect",))  # union tags add noise
+        loc = tuple(p for p in e["loc"] if p not in ("xconnect", "netflow"))  # union tags add noise
         key = _key_path(loc) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
+        value = e.get("input")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        value = e.get("input")
+        elif e["type"] == "union_tag_invalid":  # [[pipeline]] stage = "<unknown>"
+            key += ".stage"
+            msg = f"unknown stage; expected one of {e['ctx']['expected_tags']}"
+            value = e["ctx"]["tag"]
+        elif e["type"] == "union_tag_not_found":
+            key += ".stage"
+            msg = "missing; every [[pipeline]] table names its stage"
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
         lines.append(f"{source}: {key}: {msg}{shown}")
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import native
-from .config import Config, PortConfig, XconnectStage
+from .config import Config, NetflowStage, PortConfig, XconnectStage
 from .errors import ConfigError, WorkerError
 
 log = logging.getLogger(__name__)
@@ -120,10 +120,12 @@ class Snapshot:
     stages: list[dict] = field(default_factory=list)
     pools: list[dict] = field(default_factory=list)
     totals: dict = field(default_factory=dict)
+    netflow: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"time": self.time, "ports": self.ports, "workers": self.workers,
-                "stages": self.stages, "pools": self.pools, "totals": self.totals}
+                "stages": self.stages, "pools": self.pools, "totals": self.totals,
+                "netflow": self.netflow}
 
 
 class Dataplane:
@@ -137,6 +139,7 @@ class Dataplane:
         self._worker_handles: list = []
         self._punt_handlers: list[PuntHandler] = []
         self.punted_to_python: dict[int, int] = {}
+        self.netflow: list = []   # NetflowController per netflow table in the pipeline
         self.reasons = native.drop_reasons()
         self.running = False
         self._built = False
@@ -187,16 +190,28 @@ class Dataplane:
                 if p.cfg.poll and wi < p.nb_rxq:
                     native.worker_add_rxq(h, p.port_id, wi)
                 native.worker_set_txq(h, p.port_id, wi % p.nb_txq, shared=p.nb_txq < len(self.cfg.eal.workers))
-            for sc in self.cfg.pipeline:
-                self._add_stage(h, sc)
+            for i, sc in enumerate(self.cfg.pipeline):
+                self._add_stage(h, i, sc)
             self.workers.append(Worker(wi, cpu, h, self))
 
     def _port_id(self, name: str) -> int:
         return next(p.port_id for p in self.ports if p.name == name)
 
-    def _add_stage(self, h, sc) -> None:
+    def _controller(self, index: int, sc):
+        """The Python side of pipeline table `index`, made on first use."""
+        from .netflow import NetflowController
+        for c in self.netflow:
+            if c.index == index:
+                return c
+        c = NetflowController(self, sc, index)
+        self.netflow.append(c)
+        return c
+
+    def _add_stage(self, h, index: int, sc) -> None:
         st = native.worker_add_stage(h, sc.stage)
-        if isinstance(sc, XconnectStage):
+        if isinstance(sc, NetflowStage):
+            self._controller(index, sc).add_worker_stage(st, len(self.cfg.eal.workers), self.ports)
+        elif isinstance(sc, XconnectStage):
             for src, dst in sc.map.items():
                 out = native.PORT_PUNT if dst == "punt" else self._port_id(dst)
                 native.xconnect_set(st, self._port_id(src), out)
@@ -214,6 +229,8 @@ class Dataplane:
             for p in self.ports:
                 native.port_start(p.port_id)
             self._built = True
+            for c in self.netflow:
+                c.start()
             for w in self.workers:
                 w.start()
             for w in self.workers:
@@ -304,6 +321,7 @@ class Dataplane:
             avail, in_use, size = native.pool_counts(pool)
             snap.pools.append({"socket": sock, "avail": avail, "in_use": in_use, "size": size})
         snap.totals = totals
+        snap.netflow = [dict(c.info(), pipeline_index=c.index) for c in self.netflow]
         return snap
 
     # ---- stop ----------------------------------------------------------------
@@ -322,8 +340,18 @@ class Dataplane:
                     log.error("worker %d did not stop within %.1fs", w.index, timeout)
         self.running = False
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def quiesce(self, timeout: float = 5.0) -> None:
+        """Stop the workers and flush what stages hold (every cached flow goes
+        to the collectors). Counters are final afterwards; ports still open."""
         self.stop_workers(timeout)
+        for c in self.netflow:
+            try:
+                c.shutdown()
+            except Exception:  # noqa: BLE001 - teardown goes on; the loss is logged
+                log.exception("netflow shutdown")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.quiesce(timeout)
         sys.setswitchinterval(getattr(self, "_switch_interval", sys.getswitchinterval()))
         for p in self.ports:
             try:
@@ -343,6 +371,7 @@ class Dataplane:
             native.pool_free(pool)
         self.pools.clear()
         self.workers = []
+        self.netflow = []
 
     def __enter__(self) -> "Dataplane":
         self.start()

@@ -301,3 +301,102 @@ class PuntReader:
 
 def xconnect_set(st, in_port: int, out_port: int) -> None:
     check(lib.dp_xconnect_set(st, in_port, out_port), "xconnect", WorkerError)
+
+
+# ---- netflow -------------------------------------------------------------------
+
+NF_INFO_FIELDS = ("packets", "bytes", "flows_used", "flows_created", "alloc_failed",
+                  "export_failed", "exported", "act_exp", "inact_exp", "scanned", "skipped",
+                  "max_flows", "active_timeout", "inactive_timeout", "lowat")
+FLOW_RECORD_SIZE = ffi.sizeof("struct dp_flow_record")
+
+
+def netflow_skip_reasons() -> list[str]:
+    out, i = [], 0
+    while (name := lib.dp_netflow_skip_reason_name(i)) != ffi.NULL:
+        out.append(ffi.string(name).decode())
+        i += 1
+    return out
+
+
+def netflow_configure(st, *, max_flows: int, active_timeout: int, inactive_timeout: int,
+                      lowat: int, export_ring: int, scan_budget: int) -> None:
+    c = ffi.new("struct dp_netflow_conf *", {
+        "max_flows": max_flows, "active_timeout": active_timeout,
+        "inactive_timeout": inactive_timeout, "lowat": lowat, "export_ring": export_ring,
+        "scan_budget": scan_budget})
+    check(lib.dp_netflow_configure(st, c), "netflow cache", WorkerError)
+
+
+def netflow_set_ifindex(st, port_id: int, ifindex: int) -> None:
+    check(lib.dp_netflow_set_ifindex(st, port_id, ifindex), "netflow ifindex")
+
+
+def netflow_set_timeouts(st, active: int, inactive: int) -> None:
+    check(lib.dp_netflow_set_timeouts(st, active, inactive), "netflow timeouts")
+
+
+def netflow_info(st, reasons: list[str]) -> dict:
+    info = ffi.new("struct dp_netflow_info *")
+    check(lib.dp_netflow_info(st, info), "netflow info")
+    out = {f: getattr(info, f) for f in NF_INFO_FIELDS}
+    out["skips"] = {name: info.skips[i] for i, name in enumerate(reasons)}
+    return out
+
+
+def flow_records(n: int):
+    return ffi.new("struct dp_flow_record[]", n)
+
+
+def netflow_export_drain(st, records, max_records: int) -> int:
+    return lib.dp_netflow_export_drain(st, records, max_records)
+
+
+def netflow_export_pending(st) -> int:
+    return lib.dp_netflow_export_pending(st)
+
+
+def netflow_flush(st, max_flows: int) -> int:
+    return check(lib.dp_netflow_flush(st, max_flows), "netflow flush")
+
+
+def netflow_show(st, cursor: int, records, max_records: int) -> tuple[int, int]:
+    """-> (records filled, next cursor; 0 when the walk is complete)"""
+    cur = ffi.new("uint32_t *", cursor)
+    n = check(lib.dp_netflow_show(st, cur, records, max_records), "netflow show")
+    return n, cur[0]
+
+
+def nf_template(fmt: int, ipver: int) -> list[tuple[int, int]]:
+    ids = ffi.new("uint16_t[]", 64)
+    lens = ffi.new("uint16_t[]", 64)
+    n = check(lib.dp_nf_template(fmt, ipver, ids, lens, 64), "netflow template")
+    return [(ids[i], lens[i]) for i in range(n)]
+
+
+def nf_record_size(fmt: int, ipver: int) -> int:
+    return check(lib.dp_nf_record_size(fmt, ipver), "netflow record size")
+
+
+def nf_encode(fmt: int, ipver: int, records, n: int, uptime_base_ms: int,
+              epoch_offset_ms: int, buf) -> int:
+    """Encode the ipver records among records[0:n] into buf; -> bytes written."""
+    size = lib.dp_nf_record_size(fmt, ipver)
+    count = check(lib.dp_nf_encode(fmt, ipver, records, n, uptime_base_ms, epoch_offset_ms,
+                                   buf, len(buf)), "netflow encode")
+    return count * size
+
+
+def record_dict(r) -> dict:
+    """One dp_flow_record as plain Python values (control 'show' and tests)."""
+    import ipaddress
+    alen = 4 if r.ipver == 4 else 16
+    cls = ipaddress.IPv4Address if r.ipver == 4 else ipaddress.IPv6Address
+    return {
+        "src": str(cls(bytes(r.src)[:alen])), "dst": str(cls(bytes(r.dst)[:alen])),
+        "sport": int.from_bytes(ffi.buffer(ffi.addressof(r, "sport"), 2), "big"),
+        "dport": int.from_bytes(ffi.buffer(ffi.addressof(r, "dport"), 2), "big"),
+        "proto": r.proto, "tos": r.tos, "tcp_flags": r.tcp_flags, "ipver": r.ipver,
+        "packets": r.packets, "bytes": r.bytes, "first_ms": r.first_ms, "last_ms": r.last_ms,
+        "in_ifx": r.in_ifx, "out_ifx": r.out_ifx, "end_reason": r.end_reason,
+    }

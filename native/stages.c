@@ -7,9 +7,11 @@
 #include "dp_internal.h"
 
 extern const struct dp_stage_ops dp_xconnect_ops;
+extern const struct dp_stage_ops dp_netflow_ops;
 
 static const struct dp_stage_ops *const stage_kinds[] = {
     &dp_xconnect_ops,
+    &dp_netflow_ops,
 };
 
 const struct dp_stage_ops *dp_stage_ops_find(const char *kind)

@@ -192,4 +192,104 @@ unsigned dp_worker_punt_pending(const struct dp_worker *w);
  * as no_egress), DP_PORT_PUNT sends them to the slow path. */
 int dp_xconnect_set(struct dp_stage *st, uint16_t in_port, uint16_t out_port);
 
+/* ---- stage: netflow (FreeBSD ng_netflow flow cache) --------------------- */
+#define DP_NF_MAX_SKIP_REASONS 16
+
+/* IPFIX flowEndReason values (RFC 7011 / IANA). */
+#define DP_NF_END_IDLE 1
+#define DP_NF_END_ACTIVE 2
+#define DP_NF_END_EOF 3
+#define DP_NF_END_FORCED 4
+#define DP_NF_END_RESOURCES 5
+
+/* An expired flow as it travels from a worker to the exporter. Host order,
+ * except addresses and ports, which stay in network order as on the wire. */
+struct dp_flow_record {
+    uint8_t src[16];
+    uint8_t dst[16];
+    uint8_t nexthop[16];
+    uint64_t packets;
+    uint64_t bytes;
+    uint64_t first_ms;     /* dp_clock_ns() / 1e6 at the first packet */
+    uint64_t last_ms;
+    uint16_t sport;        /* network order */
+    uint16_t dport;        /* network order */
+    uint16_t in_ifx;
+    uint16_t out_ifx;
+    uint8_t proto;
+    uint8_t tos;
+    uint8_t tcp_flags;
+    uint8_t ipver;
+    uint8_t src_mask;
+    uint8_t dst_mask;
+    uint8_t end_reason;    /* DP_NF_END_* */
+    uint8_t pad;
+};
+
+struct dp_netflow_conf {
+    uint32_t max_flows;        /* this worker's cache size */
+    uint32_t active_timeout;   /* seconds */
+    uint32_t inactive_timeout; /* seconds */
+    uint32_t lowat;            /* 0: 3/4 of max_flows */
+    uint32_t export_ring;      /* records the export ring holds (2^n) */
+    uint32_t scan_budget;      /* flows the expiry scan visits per tick */
+};
+
+struct dp_netflow_info {
+    uint64_t packets;          /* metered packets */
+    uint64_t bytes;            /* metered bytes (IP length) */
+    uint64_t flows_used;
+    uint64_t flows_created;
+    uint64_t alloc_failed;     /* packets not accounted: cache full */
+    uint64_t export_failed;    /* records lost: export ring full */
+    uint64_t exported;         /* records put on the export ring */
+    uint64_t act_exp;          /* FIN/RST, active timeout, counter overflow */
+    uint64_t inact_exp;        /* expired by the scan */
+    uint64_t scanned;          /* flows the scan visited */
+    uint64_t skipped;          /* packets not metered (sum of the below) */
+    uint64_t skips[DP_NF_MAX_SKIP_REASONS];
+    uint32_t max_flows;
+    uint32_t active_timeout;
+    uint32_t inactive_timeout;
+    uint32_t lowat;
+};
+
+const char *dp_netflow_skip_reason_name(unsigned reason);
+int dp_netflow_configure(struct dp_stage *st, const struct dp_netflow_conf *c);
+int dp_netflow_set_ifindex(struct dp_stage *st, uint16_t port_id,
+                           uint16_t ifindex);
+int dp_netflow_set_timeouts(struct dp_stage *st, uint32_t active,
+                            uint32_t inactive);
+int dp_netflow_info(const struct dp_stage *st, struct dp_netflow_info *out);
+/* Exporter side (one consumer thread): take up to max records. */
+unsigned dp_netflow_export_drain(struct dp_stage *st,
+                                 struct dp_flow_record *out, unsigned max);
+unsigned dp_netflow_export_pending(const struct dp_stage *st);
+/* Expire up to max cached flows (forced end) onto the export ring; only
+ * while the worker is not polling. Returns the flows still cached. */
+int dp_netflow_flush(struct dp_stage *st, unsigned max);
+/* Paged dump of the cache (on the worker's thread): from *cursor, up to max
+ * records; *cursor is 0 when the walk is complete. */
+int dp_netflow_show(struct dp_stage *st, uint32_t *cursor,
+                    struct dp_flow_record *out, unsigned max);
+
+/* Wire encoders. Each writes one record body per flow, in network order:
+ * v5: 48 bytes; v9/IPFIX: the IPv4 or IPv6 data-record layout of our
+ * templates (dp_nf_record_size). uptime_base_ms is what first/last are
+ * measured from (v5/v9 sysUptime); epoch_offset_ms turns clock ms into UNIX
+ * ms (IPFIX). Records of the other IP version are not written. Returns the
+ * number of records written (<= n) or -ENOSPC. */
+#define DP_NF_FMT_V5 5
+#define DP_NF_FMT_V9 9
+#define DP_NF_FMT_IPFIX 10
+int dp_nf_record_size(int format, int ipver);
+/* The v9/IPFIX template behind dp_nf_encode: element ids and lengths, so the
+ * exporter's template sets and the encoder share one definition. Returns the
+ * number of elements (<= max). */
+int dp_nf_template(int format, int ipver, uint16_t *ids, uint16_t *lens,
+                   unsigned max);
+int dp_nf_encode(int format, int ipver, const struct dp_flow_record *r,
+                 unsigned n, uint64_t uptime_base_ms, int64_t epoch_offset_ms,
+                 uint8_t *buf, size_t cap);
+
 #endif /* DP_H */

@@ -1,0 +1,338 @@
+"""The netflow stage's Python side: control of the per-worker caches and the
+exporter that turns expired-flow records into NetFlow v5 / v9 / IPFIX
+datagrams.
+
+Records leave each worker on its own ring; one exporter thread drains them,
+has C encode the record bodies (per-record work), and adds what is per
+datagram: headers, templates, sequence numbers. Sending never blocks: a send
+error is counted and the sequence numbers advance anyway, as they do for
+records a full ring lost, so collectors see every gap.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+
+from . import native
+from .config import NetflowExport, NetflowStage, parse_hostport
+
+log = logging.getLogger(__name__)
+
+V5, V9, IPFIX = native.lib.DP_NF_FMT_V5, native.lib.DP_NF_FMT_V9, native.lib.DP_NF_FMT_IPFIX
+V5_MAX_RECORDS = 30           # ng_netflow's NETFLOW_V5_MAX_RECORDS
+V5_HEADER = struct.Struct("!HHIIIIBBH")
+V9_HEADER = struct.Struct("!HHIIII")
+IPFIX_HEADER = struct.Struct("!HHIII")
+SET_HEADER = struct.Struct("!HH")
+TEMPLATE_IDS = {4: 256, 6: 257}
+DRAIN_BATCH = 1024
+
+
+@dataclass
+class Collector:
+    host: str
+    port: int
+    sock: socket.socket
+    addr: tuple
+    datagrams: int = 0
+    bytes: int = 0
+    errors: int = 0
+    last_error: str = ""
+
+    @classmethod
+    def open(cls, spec: str) -> "Collector":
+        host, port = parse_hostport(spec)
+        family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setblocking(False)  # a slow or gone collector never stalls export
+        return cls(host, port, sock, addr)
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.sendto(data, self.addr)
+            self.datagrams += 1
+            self.bytes += len(data)
+        except OSError as e:  # ENOBUFS, EAGAIN, ECONNREFUSED from an earlier send...
+            self.errors += 1
+            self.last_error = errno.errorcode.get(e.errno or 0, str(e))
+
+
+@dataclass
+class _Pending:
+    """Encoded record bodies waiting for a datagram, per IP version."""
+    data: bytearray = field(default_factory=bytearray)
+    count: int = 0
+    since: float = 0.0
+
+
+class Exporter:
+    """Builds datagrams in one NetFlow format and sends them to every collector."""
+
+    def __init__(self, cfg: NetflowExport, boot_ms: int, epoch_offset_ms: int):
+        self.cfg = cfg
+        self.fmt = cfg.version
+        self.boot_ms = boot_ms
+        self.epoch_offset_ms = epoch_offset_ms
+        self.collectors = [Collector.open(c) for c in cfg.collectors]
+        self.pending = {4: _Pending(), 6: _Pending()}
+        self.flow_seq = 0          # v5: flows; IPFIX: data records
+        self.packet_seq = 0        # v9: datagrams
+        self.datagrams = 0
+        self.records = 0
+        self.v5_skipped_ipv6 = 0
+        self.lost_records = 0
+        self._last_template_time = -1e18
+        self._since_template = 0
+        self._buf = bytearray(DRAIN_BATCH * 128)
+        self._cbuf = native.ffi.from_buffer(self._buf)
+        self.rec_size = {v: native.nf_record_size(self.fmt, v) for v in (4, 6)
+                         if self.fmt != V5 or v == 4}
+        if self.fmt != V5:
+            self.templates = {v: native.nf_template(self.fmt, v) for v in (4, 6)}
+
+    # ---- clock -----------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return native.clock_ns() // 1_000_000
+
+    def _unix_ms(self, now_ms: int) -> int:
+        return now_ms + self.epoch_offset_ms
+
+    # ---- intake ----------------------------------------------------------
+
+    def add(self, records, n: int) -> None:
+        """Encode records[0:n] and queue their bodies."""
+        now = time.monotonic()
+        for ipver, pend in self.pending.items():
+            if ipver not in self.rec_size:
+                continue
+            size = native.nf_encode(self.fmt, ipver, records, n, self.boot_ms,
+                                    self.epoch_offset_ms, self._cbuf)
+            if size:
+                if not pend.count:
+                    pend.since = now
+                pend.data += self._buf[:size]
+                pend.count += size // self.rec_size[ipver]
+        if self.fmt == V5:
+            self.v5_skipped_ipv6 += sum(1 for i in range(n) if records[i].ipver == 6)
+
+    def records_lost(self, n: int) -> None:
+        """Records a full ring dropped: advance the sequence so collectors see them."""
+        self.lost_records += n
+        if self.fmt == V9:
+            self.packet_seq += -(-n // self._per_datagram(4))
+        else:
+            self.flow_seq += n
+
+    # ---- output ----------------------------------------------------------
+
+    def _per_datagram(self, ipver: int) -> int:
+        if self.fmt == V5:
+            return V5_MAX_RECORDS
+        room = self.cfg.max_datagram - V9_HEADER.size - SET_HEADER.size - self._template_bytes()
+        return max(1, room // self.rec_size[ipver])
+
+    def _template_bytes(self) -> int:
+        return SET_HEADER.size + sum(4 + 4 * len(t) for t in self.templates.values())
+
+    def pump(self, force: bool = False) -> None:
+        """Send every full datagram; partial ones too when old or forced."""
+        now = time.monotonic()
+        for ipver, pend in self.pending.items():
+            while pend.count:
+                per = self._per_datagram(ipver)
+                if pend.count < per and not force and now - pend.since < self.cfg.flush_interval_s:
+                    break
+                take = min(per, pend.count)
+                body = bytes(pend.data[:take * self.rec_size[ipver]])
+                del pend.data[:take * self.rec_size[ipver]]
+                pend.count -= take
+                pend.since = now
+                self._send(self._datagram(ipver, take, body))
+
+    def _datagram(self, ipver: int, count: int, body: bytes) -> bytes:
+        now_ms = self._now_ms()
+        unix_ms = self._unix_ms(now_ms)
+        uptime = (now_ms - self.boot_ms) & 0xFFFFFFFF
+        if self.fmt == V5:
+            hdr = V5_HEADER.pack(5, count, uptime, unix_ms // 1000, (unix_ms % 1000) * 1_000_000,
+                                 self.flow_seq & 0xFFFFFFFF, self.cfg.engine_type,
+                                 self.cfg.engine_id, 0)
+            self.flow_seq += count
+            return hdr + body
+        sets = b""
+        n_templates = 0
+        if self._template_due():
+            sets, n_templates = self._template_set()
+        pad = (-len(body)) % 4
+        sets += SET_HEADER.pack(TEMPLATE_IDS[ipver], SET_HEADER.size + len(body) + pad) + body + b"\0" * pad
+        if self.fmt == V9:
+            hdr = V9_HEADER.pack(9, count + n_templates, uptime, unix_ms // 1000,
+                                 self.packet_seq & 0xFFFFFFFF, self.cfg.source_id)
+            self.packet_seq += 1
+        else:
+            hdr = IPFIX_HEADER.pack(10, IPFIX_HEADER.size + len(sets), unix_ms // 1000,
+                                    self.flow_seq & 0xFFFFFFFF, self.cfg.source_id)
+            self.flow_seq += count  # IPFIX counts data records only
+        return hdr + sets
+
+    def _template_due(self) -> bool:
+        return (time.monotonic() - self._last_template_time >= self.cfg.template_refresh_s
+                or self._since_template >= self.cfg.template_refresh_packets)
+
+    def _template_set(self) -> tuple[bytes, int]:
+        self._last_template_time = time.monotonic()
+        self._since_template = 0
+        body = b""
+        for ipver, fields in self.templates.items():
+            body += struct.pack("!HH", TEMPLATE_IDS[ipver], len(fields))
+            body += b"".join(struct.pack("!HH", i, ln) for i, ln in fields)
+        set_id = 0 if self.fmt == V9 else 2
+        return SET_HEADER.pack(set_id, SET_HEADER.size + len(body)) + body, len(self.templates)
+
+    def _send(self, data: bytes) -> None:
+        self.datagrams += 1
+        self._since_template += 1
+        for c in self.collectors:
+            c.send(data)
+
+    def close(self) -> None:
+        for c in self.collectors:
+            c.sock.close()
+
+    def info(self) -> dict:
+        return {"version": self.fmt, "datagrams": self.datagrams, "lost_records": self.lost_records,
+                "v5_skipped_ipv6": self.v5_skipped_ipv6,
+                "pending": sum(p.count for p in self.pending.values()),
+                "collectors": [{"collector": f"{c.host}:{c.port}", "datagrams": c.datagrams,
+                                "bytes": c.bytes, "errors": c.errors, "last_error": c.last_error}
+                               for c in self.collectors]}
+
+
+class NetflowController:
+    """One [[pipeline]] netflow table: its per-worker caches and its exporter."""
+
+    def __init__(self, dp, cfg: NetflowStage, index: int):
+        self.dp = dp
+        self.cfg = cfg
+        self.index = index
+        self.stages: list = []   # one C stage per worker
+        self.skip_reasons = native.netflow_skip_reasons()
+        self._records = native.flow_records(DRAIN_BATCH)
+        self._lost_seen = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one drainer at a time: the rings are single-consumer
+        self.exporter: Exporter | None = None
+        self._shut = False
+
+    def add_worker_stage(self, st, n_workers: int, ports) -> None:
+        c = self.cfg
+        native.netflow_configure(st, max_flows=max(8, c.max_flows // n_workers),
+                                 active_timeout=c.active_timeout,
+                                 inactive_timeout=c.inactive_timeout,
+                                 lowat=c.lowat // n_workers, export_ring=c.export_ring,
+                                 scan_budget=c.scan_budget)
+        for p in ports:
+            native.netflow_set_ifindex(st, p.port_id, p.cfg.ifindex or p.index + 1)
+        self.stages.append(st)
+
+    def start(self) -> None:
+        now_ms = native.clock_ns() // 1_000_000
+        epoch_offset = int(time.time() * 1000) - now_ms
+        self.exporter = Exporter(self.cfg.export, now_ms, epoch_offset)
+        self._thread = threading.Thread(target=self._run, name=f"dp-netflow-{self.index}",
+                                        daemon=True)
+        self._thread.start()
+
+    # ---- export ----------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                moved = self.drain()
+            except Exception:  # noqa: BLE001 - keep exporting; the error is logged
+                log.exception("netflow exporter")
+                moved = 0
+            if not moved:
+                self._stop.wait(0.005)
+
+    def drain(self, force: bool = False) -> int:
+        """Move records from the workers' rings to the collectors."""
+        moved = 0
+        with self._lock:
+            for st in self.stages:
+                while (n := native.netflow_export_drain(st, self._records, DRAIN_BATCH)):
+                    self.exporter.add(self._records, n)
+                    moved += n
+                    if n < DRAIN_BATCH:
+                        break
+            lost = sum(native.netflow_info(st, self.skip_reasons)["export_failed"]
+                       for st in self.stages)
+            if lost > self._lost_seen:
+                self.exporter.records_lost(lost - self._lost_seen)
+                self._lost_seen = lost
+            self.exporter.pump(force)
+        return moved
+
+    def shutdown(self) -> None:
+        """With the workers stopped: expire every cached flow (billable data,
+        says the seed), export it, partial datagrams included."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.exporter is None or self._shut:
+            return
+        self._shut = True
+        for st in self.stages:
+            while native.netflow_flush(st, 4096) > 0:
+                self.drain()
+        self.drain(force=True)
+        self.exporter.close()
+
+    # ---- control (ng_netflow messages) -------------------------------------
+
+    def info(self) -> dict:
+        """NGM_NETFLOW_INFO, summed over the workers, plus the exporter's counters."""
+        per = [native.netflow_info(st, self.skip_reasons) for st in self.stages]
+        out = {k: sum(p[k] for p in per) for k in native.NF_INFO_FIELDS
+               if k not in ("active_timeout", "inactive_timeout")}
+        out["skips"] = {r: sum(p["skips"][r] for p in per) for r in self.skip_reasons}
+        if per:
+            out["active_timeout"] = per[0]["active_timeout"]
+            out["inactive_timeout"] = per[0]["inactive_timeout"]
+        out["export"] = self.exporter.info() if self.exporter else {}
+        return out
+
+    def settimeouts(self, active: int, inactive: int) -> None:
+        """NGM_NETFLOW_SETTIMEOUTS, applied by each worker between polls."""
+        idx = self._stage_index()
+        self.dp.on_all_workers(lambda w: native.netflow_set_timeouts(
+            native.worker_stages(w.handle)[idx], active, inactive))
+
+    def show(self, limit: int = 1000) -> list[dict]:
+        """NGM_NETFLOW_SHOW: the cached flows, read page by page on each worker."""
+        idx = self._stage_index()
+        page = 256
+
+        def dump(w):
+            st = native.worker_stages(w.handle)[idx]
+            recs, out, cursor = native.flow_records(page), [], 0
+            while len(out) < limit:
+                n, cursor = native.netflow_show(st, cursor, recs, page)
+                out += [dict(native.record_dict(recs[i]), worker=w.index) for i in range(n)]
+                if cursor == 0:
+                    break
+            return out
+
+        flows = [f for per_worker in self.dp.on_all_workers(dump) for f in per_worker]
+        return flows[:limit]
+
+    def _stage_index(self) -> int:
+        w0 = self.dp.workers[0].handle
+        return next(i for i, st in enumerate(native.worker_stages(w0)) if st == self.stages[0])

@@ -1,0 +1,566 @@
+/*
+ * netflow.c - FreeBSD ng_netflow's flow cache as a per-worker burst stage.
+ *
+ * Semantics kept from the seed (sys/netgraph/netflow/netflow.c):
+ *  - key: src, dst, sport, dport, proto, ToS, input ifindex; ports only for
+ *    TCP/UDP and only on first fragments;
+ *  - per flow: packets, bytes (IP length), OR of TCP flags, first/last;
+ *  - on a hit: FIN or RST, the active timeout, or a byte counter about to
+ *    overflow its 32-bit export field expire the flow at once (active);
+ *    a new flow is never expired by its first packet;
+ *  - a scan expires (INACTIVE && (SMALL || used > lowat)) || AGED flows
+ *    (inactive expiries); small = <= 4 packets;
+ *  - a full cache never breaks forwarding: the packet is counted as an
+ *    allocation failure and passed on;
+ *  - at shutdown every cached flow is expired and exported.
+ *
+ * What differs, and why:
+ *  - one cache per worker, no locks (the seed locks per bucket);
+ *  - rte_hash (keyed CRC, random seed) with bulk lookups that prefetch;
+ *  - the seed's every-second walk of the whole cache becomes a lazy timer
+ *    wheel of 1-second slots, visited a bounded number of flows per 1 ms
+ *    tick: a flow is checked when it could first have become inactive or
+ *    aged, and re-armed if it was touched since. Same decisions, and the
+ *    packet path never waits for a full scan.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <rte_errno.h>
+#include <rte_hash.h>
+#include <rte_hash_crc.h>
+#include <rte_malloc.h>
+#include <rte_random.h>
+
+#include "dp_internal.h"
+#include "flowparse.h"
+
+#define NF_WHEEL_SLOTS 4096u /* seconds; later deadlines re-arm */
+#define NF_NONE UINT32_MAX
+#define NF_SMALL_PACKETS 4
+#define NF_BYTES_LIMIT (UINT32_MAX - 65535u) /* seed: UINT_MAX - IF_MAXMTU */
+
+_Static_assert(NF_SKIP__COUNT <= DP_NF_MAX_SKIP_REASONS,
+               "raise DP_NF_MAX_SKIP_REASONS");
+
+/* One cached flow: 32 bytes. The key lives in the hash table's key store,
+ * found by the position that also indexes this array. */
+struct nf_flow {
+    uint32_t packets;
+    uint32_t bytes;
+    uint32_t first;   /* ms since the stage's epoch */
+    uint32_t last;
+    uint32_t wprev;   /* timer wheel links */
+    uint32_t wnext;
+    uint16_t wslot;
+    uint16_t out_ifx;
+    uint8_t tcp_flags;
+    uint8_t live;     /* 0: free, else the IP version (4 or 6) */
+    uint8_t src_mask;
+    uint8_t dst_mask;
+};
+_Static_assert(sizeof(struct nf_flow) == 32, "flow entry must stay 32 bytes");
+
+struct netflow {
+    struct rte_hash *hash;
+    struct nf_flow *flows;
+    uint32_t *wheel;            /* slot -> first flow */
+    struct rte_ring *export_ring;
+    uint64_t epoch_ms;          /* clock ms at configure */
+    uint32_t now;               /* ms since epoch, updated each tick */
+    uint32_t scan_s;            /* next wheel second to visit */
+    uint32_t max_flows;
+    uint32_t active_ms;
+    uint32_t inactive_ms;
+    uint32_t lowat;
+    uint32_t scan_budget;
+    uint32_t used;
+    /* positions deleted during a burst; freed after it (see expire) */
+    uint32_t n_dead;
+    int32_t dead[DP_BURST];
+    int in_burst;
+    uint16_t ifindex[DP_MAX_PORTS];
+    struct dp_netflow_info info;
+};
+
+static const char *const skip_names[] = {
+#define NF_SKIP_NAME(sym, name) name,
+    NF_SKIP_REASONS(NF_SKIP_NAME)
+#undef NF_SKIP_NAME
+};
+
+const char *dp_netflow_skip_reason_name(unsigned reason)
+{
+    return reason < NF_SKIP__COUNT ? skip_names[reason] : NULL;
+}
+
+static int netflow_init(struct dp_stage *st)
+{
+    struct netflow *nf = st->priv;
+    unsigned i;
+
+    for (i = 0; i < DP_MAX_PORTS; i++)
+        nf->ifindex[i] = i + 1; /* ifIndex 0 means "unknown" to collectors */
+    return 0;
+}
+
+static void netflow_fini(struct dp_stage *st)
+{
+    struct netflow *nf = st->priv;
+
+    rte_hash_free(nf->hash);
+    rte_free(nf->flows);
+    rte_free(nf->wheel);
+    rte_ring_free(nf->export_ring);
+}
+
+static struct netflow *nf_of(struct dp_stage *st);
+
+int dp_netflow_configure(struct dp_stage *st, const struct dp_netflow_conf *c)
+{
+    struct netflow *nf = nf_of(st);
+    struct rte_hash_parameters hp;
+    char name[RTE_HASH_NAMESIZE];
+    int socket = st->w->pool->socket_id;
+    unsigned i;
+
+    if (nf == NULL)
+        return -EINVAL;
+    if (nf->hash != NULL) {
+        dp_set_error(EBUSY, "netflow cache already configured");
+        return -EBUSY;
+    }
+    if (c->max_flows < 8 || c->active_timeout == 0 ||
+        c->inactive_timeout == 0 || c->scan_budget == 0 ||
+        !rte_is_power_of_2(c->export_ring) || c->export_ring < 64) {
+        dp_set_error(EINVAL, "netflow: max_flows >= 8, timeouts > 0, "
+                     "scan_budget > 0, export_ring a power of two >= 64");
+        return -EINVAL;
+    }
+    memset(&hp, 0, sizeof(hp));
+    snprintf(name, sizeof(name), "nf_%u_%p", st->w->id, (void *)st);
+    hp.name = name;
+    hp.entries = c->max_flows;
+    hp.key_len = sizeof(struct nf_key);
+    hp.hash_func = rte_hash_crc;
+    /* A random seed: nobody who knows the code can aim collisions. */
+    hp.hash_func_init_val = (uint32_t)rte_rand();
+    hp.socket_id = socket;
+    /* The extendable table lets the cache fill to max_flows exactly; keys
+     * deleted mid-burst keep their slot until the burst is over. */
+    hp.extra_flag = RTE_HASH_EXTRA_FLAGS_EXT_TABLE |
+                    RTE_HASH_EXTRA_FLAGS_NO_FREE_ON_DEL;
+    nf->hash = rte_hash_create(&hp);
+    nf->flows = rte_zmalloc_socket("nf_flows",
+                                   sizeof(struct nf_flow) * c->max_flows,
+                                   RTE_CACHE_LINE_SIZE, socket);
+    nf->wheel = rte_malloc_socket("nf_wheel", sizeof(uint32_t) *
+                                  NF_WHEEL_SLOTS, RTE_CACHE_LINE_SIZE, socket);
+    snprintf(name, sizeof(name), "nfx_%u_%p", st->w->id, (void *)st);
+    nf->export_ring = rte_ring_create_elem(name,
+                                           sizeof(struct dp_flow_record),
+                                           c->export_ring, socket,
+                                           RING_F_SP_ENQ | RING_F_SC_DEQ);
+    if (nf->hash == NULL || nf->flows == NULL || nf->wheel == NULL ||
+        nf->export_ring == NULL) {
+        int err = rte_errno ? rte_errno : ENOMEM;
+        netflow_fini(st);
+        nf->hash = NULL;
+        nf->flows = NULL;
+        nf->wheel = NULL;
+        nf->export_ring = NULL;
+        dp_set_error(err, "netflow: cache of %u flows", c->max_flows);
+        return -err;
+    }
+    for (i = 0; i < NF_WHEEL_SLOTS; i++)
+        nf->wheel[i] = NF_NONE;
+    nf->max_flows = c->max_flows;
+    nf->active_ms = c->active_timeout * 1000u;
+    nf->inactive_ms = c->inactive_timeout * 1000u;
+    nf->lowat = c->lowat ? c->lowat : c->max_flows / 4 * 3;
+    nf->scan_budget = c->scan_budget;
+    nf->epoch_ms = dp_clock_ns() / 1000000u;
+    nf->now = 0;
+    nf->scan_s = 0;
+    return 0;
+}
+
+/* ---- timer wheel ---------------------------------------------------------- */
+
+static inline void wheel_unlink(struct netflow *nf, uint32_t i)
+{
+    struct nf_flow *f = &nf->flows[i];
+
+    if (f->wprev != NF_NONE)
+        nf->flows[f->wprev].wnext = f->wnext;
+    else
+        nf->wheel[f->wslot] = f->wnext;
+    if (f->wnext != NF_NONE)
+        nf->flows[f->wnext].wprev = f->wprev;
+}
+
+/* Arm flow i to be looked at in second `at` (clamped to the wheel span). */
+static inline void wheel_arm(struct netflow *nf, uint32_t i, uint32_t at)
+{
+    struct nf_flow *f = &nf->flows[i];
+    uint32_t slot;
+
+    if (at <= nf->scan_s)
+        at = nf->scan_s + 1;
+    if (at - nf->scan_s >= NF_WHEEL_SLOTS)
+        at = nf->scan_s + NF_WHEEL_SLOTS - 1;
+    slot = at & (NF_WHEEL_SLOTS - 1);
+    f->wslot = slot;
+    f->wprev = NF_NONE;
+    f->wnext = nf->wheel[slot];
+    if (f->wnext != NF_NONE)
+        nf->flows[f->wnext].wprev = i;
+    nf->wheel[slot] = i;
+}
+
+/* When could flow f next need a decision: becoming inactive or aged. */
+static inline uint32_t next_check_s(const struct netflow *nf,
+                                    const struct nf_flow *f)
+{
+    uint32_t idle = (f->last + nf->inactive_ms) / 1000u + 1;
+    uint32_t aged = (f->first + nf->active_ms) / 1000u + 1;
+    return RTE_MIN(idle, aged);
+}
+
+/* ---- expiry and export ------------------------------------------------------ */
+
+static void fill_record(const struct netflow *nf, const struct nf_key *k,
+                        const struct nf_flow *f, uint8_t reason,
+                        struct dp_flow_record *r)
+{
+    /* flow times are ms since the epoch, modulo 2^32 (49 days): rebuild the
+     * full value relative to now */
+    uint64_t now = nf->epoch_ms + nf->now;
+
+    memset(r, 0, sizeof(*r));
+    memcpy(r->src, k->src, 16);
+    memcpy(r->dst, k->dst, 16);
+    r->packets = f->packets;
+    r->bytes = f->bytes;
+    r->first_ms = now - (uint32_t)(nf->now - f->first);
+    r->last_ms = now - (uint32_t)(nf->now - f->last);
+    r->sport = k->sport;
+    r->dport = k->dport;
+    r->in_ifx = k->in_ifx;
+    r->out_ifx = f->out_ifx;
+    r->proto = k->proto;
+    r->tos = k->tos;
+    r->tcp_flags = f->tcp_flags;
+    r->ipver = f->live;
+    r->src_mask = f->src_mask;
+    r->dst_mask = f->dst_mask;
+    r->end_reason = reason;
+}
+
+/*
+ * Take flow `pos` out of the cache and put its record on the export ring.
+ * A full ring loses the record (counted); the exporter advances sequence
+ * numbers by the lost count so collectors see the gap.
+ */
+static void expire(struct netflow *nf, int32_t pos, const struct nf_key *key,
+                   uint8_t reason)
+{
+    struct nf_flow *f = &nf->flows[pos];
+    struct dp_flow_record rec;
+    void *kp;
+
+    if (key == NULL) {
+        if (rte_hash_get_key_with_position(nf->hash, pos, &kp) != 0)
+            return;
+        key = kp;
+    }
+    fill_record(nf, key, f, reason, &rec);
+    if (rte_ring_sp_enqueue_elem(nf->export_ring, &rec, sizeof(rec)) == 0)
+        nf->info.exported++;
+    else
+        nf->info.export_failed++;
+    rte_hash_del_key(nf->hash, key);
+    f->live = 0;
+    nf->used--;
+    if (nf->in_burst)
+        nf->dead[nf->n_dead++] = pos; /* slot freed after the burst */
+    else
+        rte_hash_free_key_with_position(nf->hash, pos);
+}
+
+/* ---- the packet path ------------------------------------------------------- */
+
+static inline int32_t create(struct netflow *nf, const struct nf_pkt *p)
+{
+    int32_t pos = rte_hash_add_key(nf->hash, &p->key);
+    struct nf_flow *f;
+
+    if (unlikely(pos < 0)) {
+        nf->info.alloc_failed++;
+        return -1;
+    }
+    f = &nf->flows[pos];
+    f->packets = 1;
+    f->bytes = p->plen;
+    f->first = f->last = nf->now;
+    f->tcp_flags = p->tcp_flags;
+    f->out_ifx = 0;    /* route data comes with the router stage */
+    f->src_mask = 0;
+    f->dst_mask = 0;
+    f->live = p->ipver;
+    nf->used++;
+    nf->info.flows_created++;
+    wheel_arm(nf, pos, next_check_s(nf, f));
+    return pos;
+}
+
+static inline void hit(struct netflow *nf, int32_t pos, const struct nf_pkt *p)
+{
+    struct nf_flow *f = &nf->flows[pos];
+
+    f->bytes += p->plen;
+    f->packets++;
+    f->tcp_flags |= p->tcp_flags;
+    f->last = nf->now;
+    if (unlikely((p->tcp_flags & (RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG)) ||
+                 nf->now - f->first > nf->active_ms ||
+                 f->bytes >= NF_BYTES_LIMIT)) {
+        uint8_t reason = (p->tcp_flags & (RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG))
+                             ? DP_NF_END_EOF : DP_NF_END_ACTIVE;
+        wheel_unlink(nf, pos);
+        expire(nf, pos, &p->key, reason);
+        nf->info.act_exp++;
+    }
+}
+
+static uint16_t netflow_process(struct dp_stage *st, struct rte_mbuf **pkts,
+                                uint16_t n)
+{
+    struct netflow *nf = st->priv;
+    struct nf_pkt parsed[DP_BURST];
+    const void *keys[DP_BURST];
+    int32_t pos[DP_BURST];
+    uint16_t i, k = 0;
+    uint16_t in_ifx = nf->ifindex[st->w->rx_port];
+
+    if (unlikely(nf->hash == NULL))
+        return n;
+    for (i = 0; i < n; i++) {
+        int r = nf_parse(pkts[i], in_ifx, &parsed[k]);
+
+        if (unlikely(r >= 0)) {
+            nf->info.skips[r]++;
+            nf->info.skipped++;
+            continue;
+        }
+        nf->info.packets++;
+        nf->info.bytes += parsed[k].plen;
+        keys[k] = &parsed[k].key;
+        k++;
+    }
+    if (k == 0)
+        return n;
+
+    rte_hash_lookup_bulk(nf->hash, keys, k, pos);
+    for (i = 0; i < k; i++)
+        if (pos[i] >= 0)
+            rte_prefetch0(&nf->flows[pos[i]]);
+
+    nf->in_burst = 1;
+    for (i = 0; i < k; i++) {
+        int32_t p = pos[i];
+
+        /* A flow created or expired earlier in this burst: look again. */
+        if (p < 0 || unlikely(!nf->flows[p].live))
+            p = rte_hash_lookup(nf->hash, keys[i]);
+        if (p >= 0)
+            hit(nf, p, &parsed[i]);
+        else
+            create(nf, &parsed[i]);
+    }
+    nf->in_burst = 0;
+    for (i = 0; i < nf->n_dead; i++)
+        rte_hash_free_key_with_position(nf->hash, nf->dead[i]);
+    nf->n_dead = 0;
+    return n; /* metering never holds a packet back */
+}
+
+/* The seed's once-a-second scan, spread over 1 ms ticks. */
+static void netflow_tick(struct dp_stage *st, uint64_t now_ns)
+{
+    struct netflow *nf = st->priv;
+    uint32_t budget, now_s;
+
+    if (unlikely(nf->hash == NULL))
+        return;
+    if (unlikely(now_ns / 1000000u < nf->epoch_ms))
+        return; /* the clock was set back (tests): wait for it */
+    nf->now = (uint32_t)(now_ns / 1000000u - nf->epoch_ms);
+    now_s = nf->now / 1000u;
+    for (budget = nf->scan_budget; budget && nf->scan_s <= now_s;) {
+        uint32_t slot = nf->scan_s & (NF_WHEEL_SLOTS - 1);
+        uint32_t i = nf->wheel[slot];
+        struct nf_flow *f;
+
+        if (i == NF_NONE) {
+            nf->scan_s++;
+            continue;
+        }
+        budget--;
+        nf->info.scanned++;
+        wheel_unlink(nf, i);
+        f = &nf->flows[i];
+        if (nf->now - f->first > nf->active_ms) {
+            expire(nf, i, NULL, DP_NF_END_ACTIVE);
+            nf->info.inact_exp++;
+        } else if (nf->now - f->last > nf->inactive_ms) {
+            if (f->packets <= NF_SMALL_PACKETS || nf->used > nf->lowat) {
+                expire(nf, i, NULL, DP_NF_END_IDLE);
+                nf->info.inact_exp++;
+            } else {
+                /* kept while the cache is roomy; looked at again each
+                 * second, as the seed's scan does */
+                wheel_arm(nf, i, RTE_MIN(now_s + 1,
+                                         (f->first + nf->active_ms) / 1000u + 1));
+            }
+        } else {
+            wheel_arm(nf, i, next_check_s(nf, f));
+        }
+    }
+}
+
+/* ---- control --------------------------------------------------------------- */
+
+static struct netflow *nf_of(struct dp_stage *st)
+{
+    if (st->ops->process != netflow_process) {
+        dp_set_error(EINVAL, "stage is a %s, not netflow", st->ops->kind);
+        return NULL;
+    }
+    return st->priv;
+}
+
+int dp_netflow_set_ifindex(struct dp_stage *st, uint16_t port_id,
+                           uint16_t ifindex)
+{
+    struct netflow *nf = nf_of(st);
+
+    if (nf == NULL)
+        return -EINVAL;
+    if (port_id >= DP_MAX_PORTS) {
+        dp_set_error(ERANGE, "port %u", port_id);
+        return -ERANGE;
+    }
+    nf->ifindex[port_id] = ifindex;
+    return 0;
+}
+
+int dp_netflow_set_timeouts(struct dp_stage *st, uint32_t active,
+                            uint32_t inactive)
+{
+    struct netflow *nf = nf_of(st);
+
+    if (nf == NULL)
+        return -EINVAL;
+    if (active == 0 || inactive == 0) {
+        dp_set_error(EINVAL, "netflow timeouts must be > 0 s");
+        return -EINVAL;
+    }
+    /* Flows already armed keep their check time; a shorter timeout takes
+     * effect at their next visit (at most the old timeout later). */
+    nf->active_ms = active * 1000u;
+    nf->inactive_ms = inactive * 1000u;
+    return 0;
+}
+
+int dp_netflow_info(const struct dp_stage *st, struct dp_netflow_info *out)
+{
+    const struct netflow *nf = nf_of((struct dp_stage *)st);
+
+    if (nf == NULL)
+        return -EINVAL;
+    memcpy(out, &nf->info, sizeof(*out));
+    out->flows_used = nf->used;
+    out->max_flows = nf->max_flows;
+    out->active_timeout = nf->active_ms / 1000u;
+    out->inactive_timeout = nf->inactive_ms / 1000u;
+    out->lowat = nf->lowat;
+    return 0;
+}
+
+unsigned dp_netflow_export_drain(struct dp_stage *st,
+                                 struct dp_flow_record *out, unsigned max)
+{
+    struct netflow *nf = nf_of(st);
+
+    if (nf == NULL || nf->export_ring == NULL)
+        return 0;
+    return rte_ring_sc_dequeue_burst_elem(nf->export_ring, out, sizeof(*out),
+                                          max, NULL);
+}
+
+unsigned dp_netflow_export_pending(const struct dp_stage *st)
+{
+    const struct netflow *nf = nf_of((struct dp_stage *)st);
+
+    return nf && nf->export_ring ? rte_ring_count(nf->export_ring) : 0;
+}
+
+int dp_netflow_flush(struct dp_stage *st, unsigned max)
+{
+    struct netflow *nf = nf_of(st);
+    const void *key;
+    void *data;
+    uint32_t next = 0;
+    int32_t pos;
+
+    if (nf == NULL)
+        return -EINVAL;
+    if (nf->hash == NULL)
+        return 0;
+    nf->now = (uint32_t)(dp_clock_ns() / 1000000u - nf->epoch_ms);
+    while (max && rte_ring_free_count(nf->export_ring) &&
+           (pos = rte_hash_iterate(nf->hash, &key, &data, &next)) >= 0) {
+        wheel_unlink(nf, pos);
+        /* expire() deletes the key; rte_hash_iterate tolerates deletion of
+         * the entry it just returned */
+        expire(nf, pos, key, DP_NF_END_FORCED);
+        max--;
+    }
+    return (int)nf->used;
+}
+
+int dp_netflow_show(struct dp_stage *st, uint32_t *cursor,
+                    struct dp_flow_record *out, unsigned max)
+{
+    struct netflow *nf = nf_of(st);
+    const void *key;
+    void *data;
+    unsigned n = 0;
+    int32_t pos;
+
+    if (nf == NULL)
+        return -EINVAL;
+    if (nf->hash == NULL) {
+        *cursor = 0;
+        return 0;
+    }
+    while (n < max &&
+           (pos = rte_hash_iterate(nf->hash, &key, &data, cursor)) >= 0) {
+        fill_record(nf, key, &nf->flows[pos], 0, &out[n]);
+        n++;
+    }
+    if (n < max)
+        *cursor = 0;
+    return (int)n;
+}
+
+const struct dp_stage_ops dp_netflow_ops = {
+    .kind = "netflow",
+    .priv_size = sizeof(struct netflow),
+    .init = netflow_init,
+    .fini = netflow_fini,
+    .process = netflow_process,
+    .tick = netflow_tick,
+};

@@ -1,0 +1,198 @@
+/*
+ * nfexport.c - NetFlow v5, v9 and IPFIX record bodies, written in C because
+ * it is per-record work; the exporter (Python) adds headers, templates and
+ * sequence numbers and sends the datagrams.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include <rte_byteorder.h>
+#include <rte_common.h>
+
+#include "dp.h"
+
+/* Information elements (IANA; the same numbers in v9 and IPFIX). */
+enum {
+    IE_OCTETS = 1, IE_PACKETS = 2, IE_PROTO = 4, IE_TOS = 5, IE_TCP_FLAGS = 6,
+    IE_SPORT = 7, IE_SRC4 = 8, IE_SRC4_MASK = 9, IE_IN_IF = 10, IE_DPORT = 11,
+    IE_DST4 = 12, IE_DST4_MASK = 13, IE_OUT_IF = 14, IE_NEXTHOP4 = 15,
+    IE_LAST_SWITCHED = 21, IE_FIRST_SWITCHED = 22, IE_SRC6 = 27,
+    IE_DST6 = 28, IE_SRC6_MASK = 29, IE_DST6_MASK = 30, IE_NEXTHOP6 = 62,
+    IE_END_REASON = 136, IE_START_MS = 152, IE_END_MS = 153,
+};
+
+struct ie {
+    uint16_t id;
+    uint16_t len;
+};
+
+#define TEMPLATE(addr, mask, start, end, tlen)                                \
+    {                                                                         \
+        {IE_SRC##addr, sizeof(addr_##addr)}, {IE_DST##addr, sizeof(addr_##addr)}, \
+        {IE_NEXTHOP##addr, sizeof(addr_##addr)}, {IE_IN_IF, 4}, {IE_OUT_IF, 4}, \
+        {IE_PACKETS, 8}, {IE_OCTETS, 8}, {start, tlen}, {end, tlen},          \
+        {IE_SPORT, 2}, {IE_DPORT, 2}, {IE_TCP_FLAGS, 1}, {IE_PROTO, 1},       \
+        {IE_TOS, 1}, {IE_SRC##mask, 1}, {IE_DST##mask, 1},                    \
+        {IE_END_REASON, 1},                                                   \
+    }
+typedef uint8_t addr_4[4];
+typedef uint8_t addr_6[16];
+#define N_IE 17
+
+/* [ipfix?][ipv6?] */
+static const struct ie templates[2][2][N_IE] = {
+    {TEMPLATE(4, 4_MASK, IE_FIRST_SWITCHED, IE_LAST_SWITCHED, 4),
+     TEMPLATE(6, 6_MASK, IE_FIRST_SWITCHED, IE_LAST_SWITCHED, 4)},
+    {TEMPLATE(4, 4_MASK, IE_START_MS, IE_END_MS, 8),
+     TEMPLATE(6, 6_MASK, IE_START_MS, IE_END_MS, 8)},
+};
+
+static const struct ie *template_of(int format, int ipver)
+{
+    if ((format != DP_NF_FMT_V9 && format != DP_NF_FMT_IPFIX) ||
+        (ipver != 4 && ipver != 6))
+        return NULL;
+    return templates[format == DP_NF_FMT_IPFIX][ipver == 6];
+}
+
+int dp_nf_template(int format, int ipver, uint16_t *ids, uint16_t *lens,
+                   unsigned max)
+{
+    const struct ie *t = template_of(format, ipver);
+    unsigned i;
+
+    if (t == NULL || max < N_IE)
+        return -EINVAL;
+    for (i = 0; i < N_IE; i++) {
+        ids[i] = t[i].id;
+        lens[i] = t[i].len;
+    }
+    return N_IE;
+}
+
+int dp_nf_record_size(int format, int ipver)
+{
+    const struct ie *t;
+    int i, size = 0;
+
+    if (format == DP_NF_FMT_V5)
+        return ipver == 4 ? 48 : -EINVAL;
+    t = template_of(format, ipver);
+    if (t == NULL)
+        return -EINVAL;
+    for (i = 0; i < N_IE; i++)
+        size += t[i].len;
+    return size;
+}
+
+static inline uint8_t *put16(uint8_t *p, uint16_t v)
+{
+    v = rte_cpu_to_be_16(v);
+    memcpy(p, &v, 2);
+    return p + 2;
+}
+
+static inline uint8_t *put32(uint8_t *p, uint32_t v)
+{
+    v = rte_cpu_to_be_32(v);
+    memcpy(p, &v, 4);
+    return p + 4;
+}
+
+static inline uint8_t *put64(uint8_t *p, uint64_t v)
+{
+    v = rte_cpu_to_be_64(v);
+    memcpy(p, &v, 8);
+    return p + 8;
+}
+
+static inline uint8_t *put_raw(uint8_t *p, const void *v, size_t n)
+{
+    memcpy(p, v, n);
+    return p + n;
+}
+
+/* ng_netflow's export_add(): the 48-byte v5 record. */
+static uint8_t *encode_v5(uint8_t *p, const struct dp_flow_record *r,
+                          uint64_t base)
+{
+    p = put_raw(p, r->src, 4);
+    p = put_raw(p, r->dst, 4);
+    p = put_raw(p, r->nexthop, 4);
+    p = put16(p, r->in_ifx);
+    p = put16(p, r->out_ifx);
+    /* v5 counters are 32 bits; the cache expires a flow before its byte
+     * count can overflow */
+    p = put32(p, (uint32_t)RTE_MIN(r->packets, UINT32_MAX));
+    p = put32(p, (uint32_t)RTE_MIN(r->bytes, UINT32_MAX));
+    p = put32(p, (uint32_t)(r->first_ms - base));
+    p = put32(p, (uint32_t)(r->last_ms - base));
+    p = put_raw(p, &r->sport, 2);
+    p = put_raw(p, &r->dport, 2);
+    *p++ = 0;             /* pad1 */
+    *p++ = r->tcp_flags;
+    *p++ = r->proto;
+    *p++ = r->tos;
+    p = put16(p, 0);      /* src_as */
+    p = put16(p, 0);      /* dst_as */
+    *p++ = r->src_mask;
+    *p++ = r->dst_mask;
+    return put16(p, 0);   /* pad2 */
+}
+
+/* The body of one data record in the layout of templates[][]. */
+static uint8_t *encode_template(uint8_t *p, const struct dp_flow_record *r,
+                                int ipfix, uint64_t base, int64_t epoch)
+{
+    size_t alen = r->ipver == 6 ? 16 : 4;
+
+    p = put_raw(p, r->src, alen);
+    p = put_raw(p, r->dst, alen);
+    p = put_raw(p, r->nexthop, alen);
+    p = put32(p, r->in_ifx);
+    p = put32(p, r->out_ifx);
+    p = put64(p, r->packets);
+    p = put64(p, r->bytes);
+    if (ipfix) {
+        p = put64(p, (uint64_t)((int64_t)r->first_ms + epoch));
+        p = put64(p, (uint64_t)((int64_t)r->last_ms + epoch));
+    } else {
+        p = put32(p, (uint32_t)(r->first_ms - base));
+        p = put32(p, (uint32_t)(r->last_ms - base));
+    }
+    p = put_raw(p, &r->sport, 2);
+    p = put_raw(p, &r->dport, 2);
+    *p++ = r->tcp_flags;
+    *p++ = r->proto;
+    *p++ = r->tos;
+    *p++ = r->src_mask;
+    *p++ = r->dst_mask;
+    *p++ = r->end_reason;
+    return p;
+}
+
+int dp_nf_encode(int format, int ipver, const struct dp_flow_record *r,
+                 unsigned n, uint64_t uptime_base_ms, int64_t epoch_offset_ms,
+                 uint8_t *buf, size_t cap)
+{
+    int size = dp_nf_record_size(format, ipver);
+    uint8_t *p = buf;
+    unsigned i;
+    int written = 0;
+
+    if (size < 0)
+        return size;
+    for (i = 0; i < n; i++) {
+        if (r[i].ipver != ipver)
+            continue;
+        if ((size_t)(p - buf) + size > cap)
+            return written ? written : -ENOSPC;
+        if (format == DP_NF_FMT_V5)
+            p = encode_v5(p, &r[i], uptime_base_ms);
+        else
+            p = encode_template(p, &r[i], format == DP_NF_FMT_IPFIX,
+                                uptime_base_ms, epoch_offset_ms);
+        written++;
+    }
+    return written;
+}
