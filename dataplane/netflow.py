@@ -50,11 +50,14 @@ class Collector:
         family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
         sock = socket.socket(family, socket.SOCK_DGRAM)
         sock.setblocking(False)  # a slow or gone collector never stalls export
+        # Connected, so ICMP "port unreachable" comes back as ECONNREFUSED on
+        # a later send: a collector that is gone shows up in the counters.
+        sock.connect(addr)
         return cls(host, port, sock, addr)
 
     def send(self, data: bytes) -> None:
         try:
-            self.sock.sendto(data, self.addr)
+            self.sock.send(data)
             self.datagrams += 1
             self.bytes += len(data)
         except OSError as e:  # ENOBUFS, EAGAIN, ECONNREFUSED from an earlier send...
