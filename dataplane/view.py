@@ -47,6 +47,8 @@ def render(prev: Snapshot, cur: Snapshot, title: str = "dataplane") -> Group:
                         f"{wr['busy'] * 100:5.1f}%", f"{w['max_gap_us']:.0f}", f"{w['dropped']:,}")
     drops = {k: v for k, v in cur.totals["drops"].items() if v}
     parts = [ports, workers]
+    for nf in cur.netflow:
+        parts.append(netflow_table(nf))
     if drops:
         t = Table(title="drops by reason")
         t.add_column("reason")
@@ -55,6 +57,22 @@ def render(prev: Snapshot, cur: Snapshot, title: str = "dataplane") -> Group:
             t.add_row(k, f"{v:,}")
         parts.append(t)
     return Group(*parts)
+
+
+def netflow_table(nf: dict) -> Table:
+    """ng_netflow's `info`: the cache, its expiries and the export."""
+    ex = nf.get("export") or {}
+    t = Table(title=f"netflow (export v{ex.get('version', '?')})")
+    cols = {"flows": f"{nf['flows_used']:,}/{nf['max_flows']:,}", "created": f"{nf['flows_created']:,}",
+            "packets": f"{nf['packets']:,}", "active exp": f"{nf['act_exp']:,}",
+            "inactive exp": f"{nf['inact_exp']:,}", "alloc failed": f"{nf['alloc_failed']:,}",
+            "export failed": f"{nf['export_failed']:,}", "not metered": f"{nf['skipped']:,}",
+            "datagrams": f"{ex.get('datagrams', 0):,}",
+            "send errors": f"{sum(c['errors'] for c in ex.get('collectors', [])):,}"}
+    for name in cols:
+        t.add_column(name, justify="right")
+    t.add_row(*cols.values())
+    return t
 
 
 def runtime_table(snap: Snapshot) -> Table:

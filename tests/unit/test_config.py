@@ -91,3 +91,20 @@ def test_eal_args_follow_the_config():
     text = (ROOT / "dataplane" / "default.toml").read_text().replace("${DEMO_PCAP}", "/x.pcap")
     demo = eal_args(config.loads(text))
     assert "--no-pci" in demo and "--no-huge" in demo and demo[demo.index("-m") + 1] == "512"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "deploy" / "examples").glob("*.toml")), ids=lambda p: p.stem)
+def test_every_example_config_is_valid(path):
+    config.load(path)
+
+
+def test_reference_documents_every_netflow_key_with_its_default():
+    stage = next(s for s in tomllib.loads(REFERENCE.read_text())["pipeline"] if s["stage"] == "netflow")
+    assert set(stage) == set(config.NetflowStage.model_fields)
+    assert set(stage["export"]) == set(config.NetflowExport.model_fields)
+    defaults = config.NetflowStage(stage="netflow")
+    for key, value in stage.items():
+        if key != "export":
+            assert getattr(defaults, key) == value, key
+    for key, value in stage["export"].items():
+        assert getattr(defaults.export, key) == value, f"export.{key}"
