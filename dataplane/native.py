@@ -306,7 +306,8 @@ def xconnect_set(st, in_port: int, out_port: int) -> None:
 # ---- netflow -------------------------------------------------------------------
 
 NF_INFO_FIELDS = ("packets", "bytes", "flows_used", "flows_created", "alloc_failed",
-                  "export_failed", "exported", "act_exp", "inact_exp", "scanned", "skipped",
+                  "export_failed", "exported", "act_exp", "inact_exp", "scanned", "clock_ms",
+                  "scanned_to_ms", "skipped",
                   "max_flows", "active_timeout", "inactive_timeout", "lowat")
 FLOW_RECORD_SIZE = ffi.sizeof("struct dp_flow_record")
 

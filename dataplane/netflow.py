@@ -304,11 +304,14 @@ class NetflowController:
         """NGM_NETFLOW_INFO, summed over the workers, plus the exporter's counters."""
         per = [native.netflow_info(st, self.skip_reasons) for st in self.stages]
         out = {k: sum(p[k] for p in per) for k in native.NF_INFO_FIELDS
-               if k not in ("active_timeout", "inactive_timeout")}
+               if k not in ("active_timeout", "inactive_timeout", "clock_ms", "scanned_to_ms")}
         out["skips"] = {r: sum(p["skips"][r] for p in per) for r in self.skip_reasons}
         if per:
             out["active_timeout"] = per[0]["active_timeout"]
             out["inactive_timeout"] = per[0]["inactive_timeout"]
+            # how far every worker's scan has got (ms since the caches started)
+            out["clock_ms"] = min(p["clock_ms"] for p in per)
+            out["scanned_to_ms"] = min(p["scanned_to_ms"] for p in per)
         out["export"] = self.exporter.info() if self.exporter else {}
         return out
 

@@ -411,19 +411,20 @@ static void netflow_tick(struct dp_stage *st, uint64_t now_ns)
         nf->info.scanned++;
         wheel_unlink(nf, i);
         f = &nf->flows[i];
-        if (nf->now - f->first > nf->active_ms) {
+        /* The seed: (INACTIVE && (SMALL || used > lowat)) || AGED. An idle
+         * flow is reported as idle even when it is also aged. */
+        int idle = nf->now - f->last > nf->inactive_ms;
+        if (idle && (f->packets <= NF_SMALL_PACKETS || nf->used > nf->lowat)) {
+            expire(nf, i, NULL, DP_NF_END_IDLE);
+            nf->info.inact_exp++;
+        } else if (nf->now - f->first > nf->active_ms) {
             expire(nf, i, NULL, DP_NF_END_ACTIVE);
             nf->info.inact_exp++;
-        } else if (nf->now - f->last > nf->inactive_ms) {
-            if (f->packets <= NF_SMALL_PACKETS || nf->used > nf->lowat) {
-                expire(nf, i, NULL, DP_NF_END_IDLE);
-                nf->info.inact_exp++;
-            } else {
-                /* kept while the cache is roomy; looked at again each
-                 * second, as the seed's scan does */
-                wheel_arm(nf, i, RTE_MIN(now_s + 1,
-                                         (f->first + nf->active_ms) / 1000u + 1));
-            }
+        } else if (idle) {
+            /* kept while the cache is roomy; looked at again each second, as
+             * the seed's scan does */
+            wheel_arm(nf, i, RTE_MIN(now_s + 1,
+                                     (f->first + nf->active_ms) / 1000u + 1));
         } else {
             wheel_arm(nf, i, next_check_s(nf, f));
         }
@@ -482,6 +483,8 @@ int dp_netflow_info(const struct dp_stage *st, struct dp_netflow_info *out)
         return -EINVAL;
     memcpy(out, &nf->info, sizeof(*out));
     out->flows_used = nf->used;
+    out->clock_ms = nf->now;
+    out->scanned_to_ms = (uint64_t)nf->scan_s * 1000u;
     out->max_flows = nf->max_flows;
     out->active_timeout = nf->active_ms / 1000u;
     out->inactive_timeout = nf->inactive_ms / 1000u;

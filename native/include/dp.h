@@ -246,6 +246,8 @@ struct dp_netflow_info {
     uint64_t act_exp;          /* FIN/RST, active timeout, counter overflow */
     uint64_t inact_exp;        /* expired by the scan */
     uint64_t scanned;          /* flows the scan visited */
+    uint64_t clock_ms;         /* the stage's clock at its last tick */
+    uint64_t scanned_to_ms;    /* the scan has decided every flow due before */
     uint64_t skipped;          /* packets not metered (sum of the below) */
     uint64_t skips[DP_NF_MAX_SKIP_REASONS];
     uint32_t max_flows;

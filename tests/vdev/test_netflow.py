@@ -219,3 +219,26 @@ def test_show_and_settimeouts_run_on_the_workers(tmp_path, file_prefix, collecto
         assert (info["active_timeout"], info["inactive_timeout"]) == (120, 5)
         with pytest.raises(native.DataplaneError, match="timeouts must be > 0"):
             dp.netflow[0].settimeouts(0, 5)
+
+
+def test_every_collector_gets_every_datagram_over_ipv4_and_ipv6(tmp_path, file_prefix, collector):
+    v6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    v6.bind(("::1", 0))
+    v6.settimeout(0.5)
+    pkts = [eth() / IP(src="10.4.0.1", dst=f"10.4.0.{i}") / UDP(sport=1, dport=2) for i in range(1, 100)]
+    wrpcap(str(tmp_path / "in.pcap"), pkts)
+    cfg = netflow_cfg(tmp_path, file_prefix, collector.getsockname()[1], 10)
+    text = cfg.model_dump()
+    text["pipeline"][0]["export"]["collectors"].append(f"[::1]:{v6.getsockname()[1]}")
+    from dataplane import config
+    cfg = config.parse(text, check_drivers=False)
+    with running(cfg) as dp:
+        assert wait_for(lambda: dp.snapshot().netflow[0]["packets"] == 99)
+        dp.quiesce()
+    got4, got6 = receive_all(collector), receive_all(v6)
+    v6.close()
+    assert got4 == got6 and len(got4) >= 1
+    cache = TemplateCache()  # templates come in the first datagram, not in every one
+    records = [r for d in got6 for r in decode(d, cache).records]
+    assert sorted(str(r.dst) for r in records) == sorted(f"10.4.0.{i}" for i in range(1, 100))
+    assert {r.end_reason for r in records} == {4}  # forced end: flushed at shutdown
