@@ -133,7 +133,7 @@ class NetflowExport(Strict):
     template_refresh_s: float = Field(60.0, gt=0, description="v9/IPFIX: resend templates this often")
     template_refresh_packets: int = Field(20, ge=1, description="... or every this many datagrams")
     max_datagram: int = Field(1400, ge=200, le=65000, description="v9/IPFIX datagram size limit")
-    flush_interval_s: float = Field(1.0, gt=0, le=60,
+    flush_interval_s: float = Field(0.5, gt=0, le=60,
                                     description="longest a partial datagram waits for more records")
 
     @field_validator("collectors")
