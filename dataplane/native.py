@@ -307,7 +307,7 @@ def xconnect_set(st, in_port: int, out_port: int) -> None:
 
 NF_INFO_FIELDS = ("packets", "bytes", "flows_used", "flows_created", "alloc_failed",
                   "export_failed", "exported", "act_exp", "inact_exp", "scanned", "clock_ms",
-                  "scanned_to_ms", "skipped",
+                  "scanned_to_ms", "unmetered", "skipped",
                   "max_flows", "active_timeout", "inactive_timeout", "lowat")
 FLOW_RECORD_SIZE = ffi.sizeof("struct dp_flow_record")
 
@@ -331,6 +331,11 @@ def netflow_configure(st, *, max_flows: int, active_timeout: int, inactive_timeo
 
 def netflow_set_ifindex(st, port_id: int, ifindex: int) -> None:
     check(lib.dp_netflow_set_ifindex(st, port_id, ifindex), "netflow ifindex")
+
+
+def netflow_setconfig(st, port_id: int, ingress: bool) -> None:
+    conf = lib.DP_NF_CONF_INGRESS if ingress else 0
+    check(lib.dp_netflow_setconfig(st, port_id, conf), "netflow setconfig")
 
 
 def netflow_set_timeouts(st, active: int, inactive: int) -> None:

@@ -321,6 +321,18 @@ class NetflowController:
         self.dp.on_all_workers(lambda w: native.netflow_set_timeouts(
             native.worker_stages(w.handle)[idx], active, inactive))
 
+    def setconfig(self, port: str, ingress: bool) -> None:
+        """NGM_NETFLOW_SETCONFIG: meter a port's ingress traffic or not."""
+        idx, pid = self._stage_index(), self.dp.port(port).port_id
+        self.dp.on_all_workers(lambda w: native.netflow_setconfig(
+            native.worker_stages(w.handle)[idx], pid, ingress))
+
+    def setifindex(self, port: str, ifindex: int) -> None:
+        """NGM_NETFLOW_SETIFINDEX: the ifIndex a port has in flow records."""
+        idx, pid = self._stage_index(), self.dp.port(port).port_id
+        self.dp.on_all_workers(lambda w: native.netflow_set_ifindex(
+            native.worker_stages(w.handle)[idx], pid, ifindex))
+
     def show(self, limit: int = 1000) -> list[dict]:
         """NGM_NETFLOW_SHOW: the cached flows, read page by page on each worker."""
         idx = self._stage_index()

@@ -81,6 +81,7 @@ struct netflow {
     int32_t dead[DP_BURST];
     int in_burst;
     uint16_t ifindex[DP_MAX_PORTS];
+    uint32_t conf[DP_MAX_PORTS];   /* DP_NF_CONF_* per input port */
     struct dp_netflow_info info;
 };
 
@@ -100,8 +101,10 @@ static int netflow_init(struct dp_stage *st)
     struct netflow *nf = st->priv;
     unsigned i;
 
-    for (i = 0; i < DP_MAX_PORTS; i++)
+    for (i = 0; i < DP_MAX_PORTS; i++) {
         nf->ifindex[i] = i + 1; /* ifIndex 0 means "unknown" to collectors */
+        nf->conf[i] = DP_NF_CONF_INGRESS;
+    }
     return 0;
 }
 
@@ -346,6 +349,10 @@ static uint16_t netflow_process(struct dp_stage *st, struct rte_mbuf **pkts,
 
     if (unlikely(nf->hash == NULL))
         return n;
+    if (unlikely(!(nf->conf[st->w->rx_port] & DP_NF_CONF_INGRESS))) {
+        nf->info.unmetered += n;
+        return n;
+    }
     for (i = 0; i < n; i++) {
         int r = nf_parse(pkts[i], in_ifx, &parsed[k]);
 
@@ -454,6 +461,21 @@ int dp_netflow_set_ifindex(struct dp_stage *st, uint16_t port_id,
         return -ERANGE;
     }
     nf->ifindex[port_id] = ifindex;
+    return 0;
+}
+
+int dp_netflow_setconfig(struct dp_stage *st, uint16_t port_id, uint32_t conf)
+{
+    struct netflow *nf = nf_of(st);
+
+    if (nf == NULL)
+        return -EINVAL;
+    if (port_id >= DP_MAX_PORTS || (conf & ~(uint32_t)DP_NF_CONF_INGRESS)) {
+        dp_set_error(EINVAL, "netflow setconfig: port %u conf %#x (known "
+                     "flags: ingress=1)", port_id, conf);
+        return -EINVAL;
+    }
+    nf->conf[port_id] = conf;
     return 0;
 }
 

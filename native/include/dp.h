@@ -248,6 +248,7 @@ struct dp_netflow_info {
     uint64_t scanned;          /* flows the scan visited */
     uint64_t clock_ms;         /* the stage's clock at its last tick */
     uint64_t scanned_to_ms;    /* the scan has decided every flow due before */
+    uint64_t unmetered;        /* packets from ports with metering off */
     uint64_t skipped;          /* packets not metered (sum of the below) */
     uint64_t skips[DP_NF_MAX_SKIP_REASONS];
     uint32_t max_flows;
@@ -260,6 +261,10 @@ const char *dp_netflow_skip_reason_name(unsigned reason);
 int dp_netflow_configure(struct dp_stage *st, const struct dp_netflow_conf *c);
 int dp_netflow_set_ifindex(struct dp_stage *st, uint16_t port_id,
                            uint16_t ifindex);
+/* ng_netflow's SETCONFIG for one port: meter what arrives on it (ingress)
+ * or let it pass unmetered. */
+#define DP_NF_CONF_INGRESS 1
+int dp_netflow_setconfig(struct dp_stage *st, uint16_t port_id, uint32_t conf);
 int dp_netflow_set_timeouts(struct dp_stage *st, uint32_t active,
                             uint32_t inactive);
 int dp_netflow_info(const struct dp_stage *st, struct dp_netflow_info *out);

@@ -242,3 +242,23 @@ def test_every_collector_gets_every_datagram_over_ipv4_and_ipv6(tmp_path, file_p
     records = [r for d in got6 for r in decode(d, cache).records]
     assert sorted(str(r.dst) for r in records) == sorted(f"10.4.0.{i}" for i in range(1, 100))
     assert {r.end_reason for r in records} == {4}  # forced end: flushed at shutdown
+
+
+def test_setconfig_turns_metering_off_per_port_and_setifindex_renames(tmp_path, file_prefix, collector):
+    cfg = vdev_config(file_prefix, port("loop", "net_ring0") + port("out", "net_null0,no-rx=1", poll=False) +
+                      f'[[pipeline]]\nstage = "netflow"\nexport = {{ version = 9, collectors = '
+                      f'["127.0.0.1:{collector.getsockname()[1]}"] }}\n' + xconnect({"loop": "out"}))
+    pkt = bytes(eth() / IP(src="10.3.0.1", dst="10.3.0.2") / UDP(sport=1, dport=2))
+    with running(cfg) as dp:
+        nf = dp.netflow[0]
+        dp.inject("loop", pkt)
+        assert wait_for(lambda: nf.info()["packets"] == 1)
+        nf.setconfig("loop", ingress=False)
+        dp.inject("loop", pkt)
+        assert wait_for(lambda: nf.info()["unmetered"] == 1)
+        nf.setconfig("loop", ingress=True)
+        nf.setifindex("loop", 42)
+        dp.inject("loop", pkt)  # a new key: the ifIndex is part of it
+        assert wait_for(lambda: nf.info()["packets"] == 2)
+        assert sorted(f["in_ifx"] for f in nf.show()) == [1, 42]
+        assert wait_for(lambda: dp.snapshot().ports["out"]["tx"] == 3)  # metered or not, all forwarded
