@@ -88,12 +88,27 @@ def run(config_path: str | None, duration: float | None, as_json: bool, quiet: b
 
     code = 0
     first = last = None
+    control = None
+    _fail_later: list[str] = []
     forwarding_at = None
     try:
         try:
             dp.start()
         except DataplaneError as e:
             _fail(str(e), 1)
+        control = None
+        if cfg.control.enabled:
+            from .control import ControlServer
+            c = cfg.control
+            control = ControlServer(dp, config_mod.control_socket(cfg), group=c.group,
+                                    max_request=c.max_request_bytes, idle_timeout=c.idle_timeout_s,
+                                    request_timeout=c.request_timeout_s)
+            try:
+                control.start()
+            except Exception as e:  # noqa: BLE001 - a clear message, then a clean stop
+                control = None
+                dp.request_stop()
+                _fail_later.append(f"control socket: {e}")
         ready_at = _seconds_since_process_start()
         log.info("ready %.2f s after process start", ready_at)
         first = last = dp.snapshot()
@@ -123,12 +138,17 @@ def run(config_path: str | None, duration: float | None, as_json: bool, quiet: b
         if live is not None:
             live.stop()
     finally:
+        if control is not None:
+            control.stop()
         failed = [w for w in dp.workers if w.error is not None]
         dp.quiesce()
         if last is not None:
             last = dp.snapshot()  # workers stopped, flows flushed: exact and final
         dp.stop()
         eal.close()
+    for msg in _fail_later:
+        code = 1
+        click.echo(f"error: {msg}", err=True)
     if failed:
         code = 1
         for w in failed:
@@ -178,6 +198,57 @@ def check(config_path: str, as_json: bool) -> None:
             if r.level != "ok" and r.fix:
                 console.print(f"      fix: {r.fix}", highlight=False)
     sys.exit(1 if bad else 0)
+
+
+def _find_socket(socket_path: str | None, config_path: str | None) -> Path:
+    if socket_path:
+        return Path(socket_path)
+    if config_path:
+        return config_mod.control_socket(config_mod.load(config_path))
+    from .demo import default_config
+    run_dir = config_mod.runtime_dir(default_config())
+    found = sorted(run_dir.glob("*.sock"))
+    if len(found) == 1:
+        return found[0]
+    where = ", ".join(map(str, found)) or f"none in {run_dir}"
+    _fail(f"say which dataplane with --socket or --config (sockets: {where})", 2)
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("command")
+@click.argument("args", nargs=-1)
+@click.option("-s", "--socket", "socket_path", help="control socket of the dataplane")
+@click.option("-c", "--config", "config_path", help="config of the dataplane (to find its socket)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def ctl(command: str, args: tuple[str, ...], socket_path: str | None, config_path: str | None,
+        as_json: bool) -> None:
+    """Send COMMAND [key=value ...] to a running dataplane ('help' lists them)."""
+    from .control import ControlError, request
+
+    kwargs = {}
+    for a in args:
+        key, eq, value = a.partition("=")
+        if not eq:
+            _fail(f"arguments are key=value (got {a!r})", 2)
+        kwargs[key] = _parse_value(value)
+    path = _find_socket(socket_path, config_path)
+    try:
+        result = request(path, command, kwargs)
+    except ControlError as e:
+        _fail(str(e), 1)
+    except OSError as e:
+        _fail(f"{path}: {e.strerror or e}", 1)
+    if as_json:
+        click.echo(json.dumps(result, default=str))
+    else:
+        Console().print_json(data=result, default=str)
 
 
 @main.command()

@@ -188,12 +188,23 @@ class RunConfig(Strict):
                                           description="sys.setswitchinterval while running")
 
 
+class ControlConfig(Strict):
+    """The local control socket (`dataplane ctl`)."""
+    enabled: bool = True
+    socket: str = Field("", description="'' = <runtime dir>/<eal.file_prefix>.sock")
+    group: str = Field("", description="group allowed to use it (socket 0660, dir 0750)")
+    max_request_bytes: int = Field(65536, ge=256, le=1 << 24)
+    idle_timeout_s: float = Field(30.0, gt=0, description="silent clients are dropped after this")
+    request_timeout_s: float = Field(5.0, gt=0)
+
+
 class Config(Strict):
     eal: EalConfig = Field(default_factory=EalConfig)
     mempool: MempoolConfig = Field(default_factory=MempoolConfig)
     ports: list[PortConfig] = Field(min_length=1)
     pipeline: list[StageConfig] = Field(min_length=1)
     run: RunConfig = Field(default_factory=RunConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
 
     def port(self, name: str) -> PortConfig:
         return next(p for p in self.ports if p.name == name)
@@ -289,3 +300,7 @@ def runtime_dir(cfg: Config) -> Path:
     if os.geteuid() == 0:
         return Path("/run/dataplane")
     return Path(os.environ.get("XDG_RUNTIME_DIR", f"/tmp/dataplane-{os.getuid()}")) / "dataplane"
+
+
+def control_socket(cfg: Config) -> Path:
+    return Path(cfg.control.socket) if cfg.control.socket else runtime_dir(cfg) / f"{cfg.eal.file_prefix}.sock"

@@ -238,11 +238,15 @@ class Dataplane:
                 if w.error is not None:
                     raise WorkerError(f"worker {w.index} on cpu {w.cpu}: {w.error}")
             self.running = True
+            self._started_at = time.monotonic()
         except BaseException:
             self.stop()
             raise
 
     # ---- run -----------------------------------------------------------------
+
+    def uptime(self) -> float:
+        return time.monotonic() - self._started_at if self.running else 0.0
 
     def on_punt(self, handler: PuntHandler) -> None:
         self._punt_handlers.append(handler)

@@ -205,3 +205,187 @@ class Nfcapd:
                 value = value.strip()
                 stats[key.strip().lower().replace(" ", "_")] = int(value) if value.isdigit() else value
         return stats
+
+
+def nfacctd_available() -> bool:
+    return shutil.which("nfacctd") is not None
+
+
+class Nfacctd:
+    """pmacct's nfacctd (Debian's pmacct 1.7.x) as a second, independent
+    NetFlow v9/IPFIX decoder, run in the foreground for a with-block:
+
+        with Nfacctd(tmp_path) as acct:
+            send_udp(datagrams, acct.port)
+            acct.drain()
+        acct.records(), acct.totals(), acct.log()
+
+    One print plugin writes JSON lines to <tmp_dir>/flows.json, aggregated by
+    AGGREGATE: nfacctd sums bytes, packets and flows of every record with the
+    same (src, dst, sport, dport, proto, tos), so compare sums, not records.
+    The plugin purges its cache every `refresh_time` seconds and on SIGINT,
+    which stop() sends: the core closes its socket, hands the plugin what it
+    still buffers, SIGINTs it and waits for it, and the plugin's last purge is
+    in the file when the core exits. print_output_file_append keeps the rows of
+    every purge, so one key can appear in several rows; totals() sums them.
+
+    nfacctd_disable_checks is false so that sequence gaps are logged
+    ("expecting flow 'N' but received 'M'"); debug=True also logs each
+    template as decoded and data it discards ("Discarded NetFlow v9/IPFIX
+    packet (R: unknown template ...)"). Both only reach log()."""
+
+    AGGREGATE = ("src_host", "dst_host", "src_port", "dst_port", "proto", "tos", "flows")
+
+    def __init__(self, tmp_dir: os.PathLike | str, port: Optional[int] = None,
+                 host: str = "127.0.0.1", refresh_time: int = 60, debug: bool = False,
+                 extra_config: Optional[dict] = None) -> None:
+        self.base = Path(tmp_dir)
+        self.host = host
+        self.fixed_port = port is not None
+        self.port = port or free_udp_port(host)
+        self.config_file = self.base / "nfacctd.conf"
+        self.output = self.base / "flows.json"
+        self.logfile = self.base / "nfacctd.log"
+        self.refresh_time = refresh_time
+        self.debug = debug
+        self.extra_config = dict(extra_config or {})
+        self.proc: Optional[subprocess.Popen] = None
+        self.returncode: Optional[int] = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    def config(self) -> dict:
+        """The nfacctd configuration (key: value), see CONFIG-KEYS of pmacct."""
+        cfg = {
+            "daemonize": "false",            # the default: stay our child, log to stdout
+            "nfacctd_ip": self.host,
+            "nfacctd_port": self.port,
+            "nfacctd_pipe_size": RCVBUF,     # the socket's receive buffer
+            "nfacctd_disable_checks": "false",  # log sequence number gaps
+            "debug": "true" if self.debug else "false",
+            "plugins": "print",
+            "aggregate": ", ".join(self.AGGREGATE),
+            "print_output": "json",
+            "print_output_file": str(self.output),
+            "print_output_file_append": "true",  # else each purge overwrites the last
+            "print_refresh_time": self.refresh_time,
+            "print_num_protos": "true",      # "6", not "tcp"
+        }
+        cfg.update(self.extra_config)
+        return cfg
+
+    def command(self) -> list[str]:
+        return ["nfacctd", "-f", str(self.config_file)]
+
+    def start(self, timeout: float = 10.0, attempts: int = 3) -> "Nfacctd":
+        """Start nfacctd and wait until its socket is bound; retry on another
+        port if one we picked was taken meanwhile."""
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text("".join(f"{k}: {v}\n" for k, v in self.config().items()))
+        with open(self.logfile, "wb") as log:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while _udp_socket_state(self.port, self.host, self.proc.pid) is None:
+            if self.proc.poll() is not None:
+                if not self.fixed_port and attempts > 1:
+                    self.proc, self.port = None, free_udp_port(self.host)
+                    return self.start(timeout, attempts - 1)
+                raise RuntimeError(f"nfacctd exited with {self.proc.returncode}: {self.log()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"nfacctd not listening on {self.host}:{self.port}: {self.log()}")
+            time.sleep(0.02)
+        return self
+
+    def drain(self, timeout: float = 5.0, settle: float = 0.2) -> None:
+        """Wait until nfacctd has read everything queued on its socket: on
+        SIGINT it closes the socket first, dropping whatever is still queued."""
+        deadline = time.monotonic() + timeout
+        while self.proc and (_udp_socket_state(self.port, self.host, self.proc.pid) or 0) > 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("nfacctd did not drain its socket")
+            time.sleep(0.02)
+        time.sleep(settle)
+
+    def _children(self) -> list[int]:
+        pid = self.proc.pid
+        try:
+            return [int(c) for c in
+                    Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except (OSError, ValueError):
+            return []
+
+    @staticmethod
+    def _running(pid: int) -> bool:
+        try:  # a zombie has finished its work; its parent or init reaps it
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGINT: the documented graceful stop that purges the plugin caches.
+        The core sleeps 2 s before signalling its plugins, so this takes > 2 s."""
+        if self.proc is None:
+            return self.returncode or 0
+        children = self._children()  # the plugin processes (the core forks them)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        deadline = time.monotonic() + timeout
+        for child in children:
+            while self._running(child):
+                if time.monotonic() > deadline:
+                    os.kill(child, signal.SIGKILL)
+                    break
+                time.sleep(0.02)
+        self.returncode, self.proc = self.proc.returncode, None
+        return self.returncode
+
+    def __enter__(self) -> "Nfacctd":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def log(self) -> str:
+        return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
+
+    def records(self) -> list[dict]:
+        """Rows of the print plugin's JSON output, one per aggregate and purge,
+        normalized: src, dst (ipaddress), sport, dport, proto, tos, flows,
+        packets, bytes; plus the untouched object under "raw"."""
+        if not self.output.exists():
+            return []
+        rows = []
+        for line in self.output.read_text().splitlines():
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            if r.get("event_type", "purge") != "purge":  # markers, if enabled
+                continue
+            rows.append({
+                "src": ipaddress.ip_address(r["ip_src"]), "dst": ipaddress.ip_address(r["ip_dst"]),
+                "sport": int(r.get("port_src", 0)), "dport": int(r.get("port_dst", 0)),
+                "proto": int(r.get("ip_proto", 0)), "tos": int(r.get("tos", 0)),
+                "flows": int(r.get("flows", 0)), "packets": int(r["packets"]),
+                "bytes": int(r["bytes"]), "raw": r,
+            })
+        return rows
+
+    def totals(self) -> dict[tuple, dict]:
+        """records() summed over purges: (src, dst, sport, dport, proto, tos) ->
+        {"flows", "packets", "bytes"}."""
+        out: dict[tuple, dict] = {}
+        for r in self.records():
+            key = (r["src"], r["dst"], r["sport"], r["dport"], r["proto"], r["tos"])
+            t = out.setdefault(key, {"flows": 0, "packets": 0, "bytes": 0})
+            for k in t:
+                t[k] += r[k]
+        return out

@@ -1,0 +1,290 @@
+"""The control socket: JSON requests over a local Unix socket.
+
+One request per line, ``{"cmd": "netflow.info", "args": {...}}``, one answer
+per line, ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``.
+The server runs its own asyncio loop on a thread; commands run in a small
+thread pool, so a slow command, a silent client or an oversize line never
+blocks other clients, and workers are only ever reached through their
+command queues. The socket is 0600 (0660 with a group) in a 0700 (0750)
+runtime directory; every client's credentials are logged.
+"""
+from __future__ import annotations
+
+import asyncio
+import grp
+import json
+import logging
+import os
+import socket
+import struct
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
+
+
+class Args(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoArgs(Args):
+    pass
+
+
+class NetflowArgs(Args):
+    stage: int = Field(0, ge=0, description="which netflow table of the pipeline (0 = first)")
+
+
+class ShowArgs(NetflowArgs):
+    limit: int = Field(100, ge=1, le=100_000)
+
+
+class TimeoutArgs(NetflowArgs):
+    active: int = Field(ge=1)
+    inactive: int = Field(ge=1)
+
+
+class SetconfigArgs(NetflowArgs):
+    port: str
+    ingress: bool
+
+
+class IfindexArgs(NetflowArgs):
+    port: str
+    ifindex: int = Field(ge=0, le=65535)
+
+
+@dataclass
+class Command:
+    fn: Callable[[Any], Any]
+    args: type[Args]
+    help: str
+
+
+class ControlError(Exception):
+    """A request that cannot be served; the message goes back to the client."""
+
+
+def _arg_error(e: dict) -> str:
+    key = ".".join(map(str, e["loc"])) or "args"
+    if e["type"] == "extra_forbidden":
+        return f"{key}: unknown argument"
+    if e["type"] == "missing":
+        return f"{key}: missing"
+    return f"{key}: {e['msg']} (got {e.get('input')!r})"
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end (SO_PEERCRED)."""
+    data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", data)
+
+
+class ControlServer:
+    def __init__(self, dp, path: Path, *, group: str = "", max_request: int = 65536,
+                 idle_timeout: float = 30.0, request_timeout: float = 5.0):
+        self.dp = dp
+        self.path = path
+        self.group = group
+        self.max_request = max_request
+        self.idle_timeout = idle_timeout
+        self.request_timeout = request_timeout
+        self.commands = self._commands()
+        self.requests = 0
+        self.errors = 0
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dp-ctl")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    # ---- commands ------------------------------------------------------------
+
+    def _netflow(self, a: NetflowArgs):
+        if a.stage >= len(self.dp.netflow):
+            raise ControlError(f"no netflow stage {a.stage} (the pipeline has {len(self.dp.netflow)})")
+        return self.dp.netflow[a.stage]
+
+    def _port_name(self, name: str) -> str:
+        if name not in {p.name for p in self.dp.ports}:
+            raise ControlError(f"no port named {name!r}")
+        return name
+
+    def _commands(self) -> dict[str, Command]:
+        from .view import runtime_rows
+        dp = self.dp
+        return {
+            "help": Command(lambda a: {k: c.help for k, c in self.commands.items()}, NoArgs,
+                            "list the commands"),
+            "status": Command(lambda a: self._status(), NoArgs, "pid, uptime, ports, workers, stages"),
+            "ports": Command(lambda a: dp.snapshot().ports, NoArgs, "per-port counters and link"),
+            "workers": Command(lambda a: dp.snapshot().workers, NoArgs, "per-worker counters"),
+            "runtime": Command(lambda a: runtime_rows(dp.snapshot()), NoArgs,
+                               "per-stage calls, packets per call, cycles per packet"),
+            "stats": Command(lambda a: dp.snapshot().as_dict(), NoArgs, "every counter"),
+            "netflow.info": Command(lambda a: self._netflow(a).info(), NetflowArgs,
+                                    "ng_netflow info: cache, expiries, export"),
+            "netflow.show": Command(lambda a: self._netflow(a).show(a.limit), ShowArgs,
+                                    "cached flows (paged dump), up to limit"),
+            "netflow.settimeouts": Command(
+                lambda a: self._netflow(a).settimeouts(a.active, a.inactive), TimeoutArgs,
+                "set active and inactive timeouts (s)"),
+            "netflow.setconfig": Command(
+                lambda a: self._netflow(a).setconfig(self._port_name(a.port), a.ingress),
+                SetconfigArgs, "meter a port's ingress or not"),
+            "netflow.setifindex": Command(
+                lambda a: self._netflow(a).setifindex(self._port_name(a.port), a.ifindex),
+                IfindexArgs, "the ifIndex a port has in flow records"),
+        }
+
+    def _status(self) -> dict:
+        return {"pid": os.getpid(), "running": self.dp.running,
+                "uptime_s": self.dp.uptime(), "workers": len(self.dp.workers),
+                "ports": [p.name for p in self.dp.ports],
+                "pipeline": [sc.stage for sc in self.dp.cfg.pipeline],
+                "control": {"requests": self.requests, "errors": self.errors}}
+
+    def dispatch(self, line: bytes) -> dict:
+        """One request line -> one answer (never raises)."""
+        self.requests += 1
+        try:
+            try:
+                req = json.loads(line)
+            except ValueError as e:
+                raise ControlError(f"not JSON: {e}") from None
+            if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+                raise ControlError('a request is {"cmd": "<command>", "args": {...}}')
+            cmd = self.commands.get(req["cmd"])
+            if cmd is None:
+                raise ControlError(f"unknown command {req['cmd']!r}; 'help' lists them")
+            try:
+                args = cmd.args.model_validate(req.get("args") or {})
+            except ValidationError as e:
+                raise ControlError(f"{req['cmd']}: " + "; ".join(_arg_error(x) for x in e.errors())) from None
+            return {"ok": True, "result": cmd.fn(args)}
+        except ControlError as e:
+            self.errors += 1
+            return {"ok": False, "error": str(e)}
+        except Exception as e:  # noqa: BLE001 - the client gets the reason, we keep serving
+            self.errors += 1
+            log.exception("control command failed")
+            return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+
+    # ---- server ----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._prepare_path()
+        self._thread = threading.Thread(target=self._run, name="dp-control", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _prepare_path(self) -> None:
+        d = self.path.parent
+        d.mkdir(parents=True, exist_ok=True)
+        gid = grp.getgrnam(self.group).gr_gid if self.group else -1
+        os.chmod(d, 0o750 if self.group else 0o700)
+        if gid >= 0:
+            os.chown(d, -1, gid)
+        if self.path.is_socket():
+            # a socket left by a crashed run; a live instance would answer
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(str(self.path))
+                raise ControlError(f"{self.path}: another dataplane is listening there")
+            except (ConnectionRefusedError, FileNotFoundError):
+                self.path.unlink()
+            finally:
+                probe.close()
+
+    def _run(self) -> None:
+        try:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self._serve())
+        except BaseException as e:  # noqa: BLE001 - reported to start()
+            self._error = e
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        old = os.umask(0o177)  # the socket is born 0600: no window where others can connect
+        try:
+            server = await asyncio.start_unix_server(self._client, path=str(self.path),
+                                                     limit=self.max_request)
+        finally:
+            os.umask(old)
+        if self.group:
+            os.chown(self.path, -1, grp.getgrnam(self.group).gr_gid)
+            os.chmod(self.path, 0o660)
+        self._stop = asyncio.Event()
+        self._ready.set()
+        async with server:
+            await self._stop.wait()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            pid, uid, gid = peer_credentials(writer.get_extra_info("socket"))
+        except OSError:
+            pid = uid = gid = -1
+        log.info("control: client pid %d uid %d gid %d", pid, uid, gid)
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    line = await asyncio.wait_for(reader.readline(), self.idle_timeout)
+                except asyncio.TimeoutError:
+                    break  # silent client: its connection goes, nobody waited on it
+                except (asyncio.LimitOverrunError, ValueError):
+                    await self._answer(writer, {"ok": False, "error":
+                                                f"request longer than {self.max_request} bytes"})
+                    break
+                if not line:
+                    break
+                try:
+                    answer = await asyncio.wait_for(
+                        loop.run_in_executor(self._pool, self.dispatch, line), self.request_timeout)
+                except asyncio.TimeoutError:
+                    answer = {"ok": False, "error": f"no answer within {self.request_timeout} s"}
+                await self._answer(writer, answer)
+        except (ConnectionError, BrokenPipeError):
+            pass
+        finally:
+            writer.close()
+
+    @staticmethod
+    async def _answer(writer: asyncio.StreamWriter, answer: dict) -> None:
+        writer.write(json.dumps(answer, default=str).encode() + b"\n")
+        await writer.drain()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def request(path: Path, cmd: str, args: dict | None = None, timeout: float = 10.0) -> Any:
+    """Client side: one request, its result; raises ControlError on an error answer."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        s.sendall(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            buf += chunk
+    answer = json.loads(buf)
+    if not answer.get("ok"):
+        raise ControlError(answer.get("error", "error"))
+    return answer.get("result")

@@ -1,0 +1,144 @@
+"""The control socket and `dataplane ctl`, against a dataplane forwarding at
+full load (a pcap replayed forever through netflow)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from scapy.utils import wrpcap
+
+from dataplane.control import ControlError, request
+from tests.conftest import unique_prefix
+from tests.traffic import mixed_traffic
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def ctl(sock: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dataplane", "ctl", "-s", str(sock), *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def running_dataplane(tmp_path):
+    wrpcap(str(tmp_path / "in.pcap"), mixed_traffic())
+    run_dir = tmp_path / "run"
+    prefix = unique_prefix("ctl")
+    cfg = tmp_path / "dp.toml"
+    cfg.write_text(f"""
+[eal]
+workers = [1]
+hugepages = false
+memory_mb = 256
+file_prefix = "{prefix}"
+log_level = "warning"
+[[ports]]
+name = "mirror"
+device = "net_pcap0,rx_pcap={tmp_path}/in.pcap,infinite_rx=1"
+[[ports]]
+name = "drop"
+device = "net_null0,no-rx=1"
+poll = false
+[[pipeline]]
+stage = "netflow"
+[[pipeline]]
+stage = "xconnect"
+map = {{ mirror = "drop" }}
+[run]
+runtime_dir = "{run_dir}"
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "dataplane", "run", str(cfg), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sock = run_dir / f"{prefix}.sock"
+    deadline = time.monotonic() + 20
+    while not sock.exists():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "no control socket"
+        time.sleep(0.05)
+    yield proc, sock
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+def test_socket_is_private_and_ctl_speaks_netflow(running_dataplane):
+    proc, sock = running_dataplane
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+
+    status = json.loads(ctl(sock, "status", "--json").stdout)
+    assert status["pid"] == proc.pid and status["pipeline"] == ["netflow", "xconnect"]
+
+    info = json.loads(ctl(sock, "netflow.info", "--json").stdout)
+    assert info["packets"] > 0 and info["flows_used"] > 0
+
+    flows = json.loads(ctl(sock, "netflow.show", "limit=3", "--json").stdout)
+    assert len(flows) == 3 and {"src", "dst", "packets"} <= set(flows[0])
+
+    assert ctl(sock, "netflow.settimeouts", "active=120", "inactive=7").returncode == 0
+    info = request(sock, "netflow.info")
+    assert (info["active_timeout"], info["inactive_timeout"]) == (120, 7)
+
+    assert ctl(sock, "netflow.setconfig", "port=mirror", "ingress=false").returncode == 0
+    before = request(sock, "netflow.info")["unmetered"]
+    time.sleep(0.2)
+    assert request(sock, "netflow.info")["unmetered"] > before
+
+    rows = request(sock, "runtime")
+    assert {r["stage"] for r in rows} >= {"netflow", "xconnect", "port-rx", "port-tx"}
+
+
+def test_bad_requests_get_errors_and_block_nobody(running_dataplane):
+    _, sock = running_dataplane
+    r = ctl(sock, "nosuchcommand")
+    assert r.returncode == 1 and "unknown command 'nosuchcommand'" in r.stderr
+    r = ctl(sock, "netflow.settimeouts", "active=soon", "inactive=5")
+    assert r.returncode == 1 and "active:" in r.stderr and "'soon'" in r.stderr
+    r = ctl(sock, "netflow.setconfig", "port=nope", "ingress=true")
+    assert r.returncode == 1 and "no port named 'nope'" in r.stderr
+    with pytest.raises(ControlError, match="bogus: unknown argument"):
+        request(sock, "netflow.info", {"stage": 0, "bogus": 1})
+
+    silent = socket.socket(socket.AF_UNIX)
+    silent.connect(str(sock))  # says nothing at all
+    huge = socket.socket(socket.AF_UNIX)
+    huge.connect(str(sock))
+    huge.sendall(b'{"cmd": "status", "pad": "' + b"x" * 100_000 + b'"}\n')
+    answer = json.loads(huge.makefile().readline())
+    assert not answer["ok"] and "longer than" in answer["error"]
+    # both bad clients are still connected or just dropped; others are served
+    assert request(sock, "status")["running"] is True
+    silent.close()
+    huge.close()
+
+
+def test_commands_answer_quickly_under_full_load(running_dataplane):
+    _, sock = running_dataplane
+    times = []
+    for _ in range(30):
+        t = time.perf_counter()
+        request(sock, "netflow.info")
+        times.append(time.perf_counter() - t)
+    workers = request(sock, "workers")
+    assert workers[0]["rx"] > 0
+    # Reported, not asserted (shared machines are noisy); the issue's goal is < 50 ms.
+    print(f"\nnetflow.info under load: p50 {statistics.median(times) * 1e3:.2f} ms, "
+          f"max {max(times) * 1e3:.2f} ms")
+
+
+def test_socket_goes_away_with_the_dataplane(running_dataplane):
+    proc, sock = running_dataplane
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert not sock.exists()
+    assert json.loads(out)["netflow"][0]["flows_used"] == 0  # flushed at shutdown
