@@ -7,7 +7,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <sys/mman.h>
+
 #include <rte_eal.h>
+#include <rte_malloc.h>
 #include <rte_errno.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
@@ -172,4 +175,36 @@ unsigned dp_pool_size(const struct dp_pool *pool)
 struct rte_mempool *dp_pool_mempool(struct dp_pool *pool)
 {
     return pool->mp;
+}
+
+/* ---- big tables (flow caches) ---------------------------------------------- */
+/*
+ * Tables no device reads need no DMA memory. With hugepages they come from
+ * DPDK's heap (hugepage-backed, NUMA-local); without (--no-huge: tests,
+ * laptops) from anonymous memory with transparent huge pages requested, so
+ * random lookups do not also miss the TLB on every access.
+ */
+void *dp_table_alloc(size_t size, int socket)
+{
+    void *p;
+
+    if (rte_eal_has_hugepages())
+        return rte_zmalloc_socket("dp_table", size, RTE_CACHE_LINE_SIZE,
+                                  socket);
+    p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+             -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    madvise(p, size, MADV_HUGEPAGE);
+    return p;
+}
+
+void dp_table_free(void *p, size_t size)
+{
+    if (p == NULL)
+        return;
+    if (rte_eal_has_hugepages())
+        rte_free(p);
+    else
+        munmap(p, size);
 }

@@ -109,6 +109,8 @@ void dp_set_error(int err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 const struct dp_stage_ops *dp_stage_ops_find(const char *kind);
 struct rte_mempool *dp_pool_mempool(struct dp_pool *pool);
+void *dp_table_alloc(size_t size, int socket);
+void dp_table_free(void *p, size_t size);
 void dp_txbuf_flush(struct dp_worker *w, uint16_t port);
 
 static inline void dp_drop(struct dp_stage *st, struct rte_mbuf *m,

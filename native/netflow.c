@@ -16,7 +16,9 @@
  *
  * What differs, and why:
  *  - one cache per worker, no locks (the seed locks per bucket);
- *  - rte_hash (keyed CRC, random seed) with bulk lookups that prefetch;
+ *  - an open-addressing table (flowtable.h, keyed CRC with a random seed)
+ *    whose hot entry is one cache line holding key, counters and times, so a
+ *    hit costs two memory misses, prefetched in stages over the burst;
  *  - the seed's every-second walk of the whole cache becomes a lazy timer
  *    wheel of 1-second slots, visited a bounded number of flows per 1 ms
  *    tick: a flow is checked when it could first have become inactive or
@@ -28,43 +30,52 @@
 #include <string.h>
 
 #include <rte_errno.h>
-#include <rte_hash.h>
-#include <rte_hash_crc.h>
 #include <rte_malloc.h>
 #include <rte_random.h>
 
 #include "dp_internal.h"
 #include "flowparse.h"
+#include "flowtable.h"
 
 #define NF_WHEEL_SLOTS 4096u /* seconds; later deadlines re-arm */
 #define NF_NONE UINT32_MAX
 #define NF_SMALL_PACKETS 4
+#define NF_PREFETCH_AHEAD 16 /* packets between an entry prefetch and its use */
 #define NF_BYTES_LIMIT (UINT32_MAX - 65535u) /* seed: UINT_MAX - IF_MAXMTU */
 
 _Static_assert(NF_SKIP__COUNT <= DP_NF_MAX_SKIP_REASONS,
                "raise DP_NF_MAX_SKIP_REASONS");
 
-/* One cached flow: 32 bytes. The key lives in the hash table's key store,
- * found by the position that also indexes this array. */
+/* One cached flow: the key and what a hit touches, in one cache line. */
 struct nf_flow {
+    struct nf_key key;
     uint32_t packets;
     uint32_t bytes;
     uint32_t first;   /* ms since the stage's epoch */
     uint32_t last;
-    uint32_t wprev;   /* timer wheel links */
-    uint32_t wnext;
-    uint16_t wslot;
     uint16_t out_ifx;
     uint8_t tcp_flags;
     uint8_t live;     /* 0: free, else the IP version (4 or 6) */
     uint8_t src_mask;
     uint8_t dst_mask;
+    uint16_t pad;
+} __rte_aligned(64);
+_Static_assert(sizeof(struct nf_flow) == 64, "a flow entry is one cache line");
+
+/* What only creation, expiry and the scan touch: timer wheel links. */
+struct nf_cold {
+    uint32_t wprev;
+    uint32_t wnext;
+    uint16_t wslot;
+    uint16_t pad;
 };
-_Static_assert(sizeof(struct nf_flow) == 32, "flow entry must stay 32 bytes");
 
 struct netflow {
-    struct rte_hash *hash;
+    struct flowtable table;
     struct nf_flow *flows;
+    struct nf_cold *cold;
+    uint32_t *free;             /* stack of free entry numbers */
+    uint32_t n_free;
     uint32_t *wheel;            /* slot -> first flow */
     struct rte_ring *export_ring;
     uint64_t epoch_ms;          /* clock ms at configure */
@@ -76,10 +87,8 @@ struct netflow {
     uint32_t lowat;
     uint32_t scan_budget;
     uint32_t used;
-    /* positions deleted during a burst; freed after it (see expire) */
-    uint32_t n_dead;
-    int32_t dead[DP_BURST];
-    int in_burst;
+    uint32_t flush_from;        /* where the next flush call resumes */
+    int configured;
     uint16_t ifindex[DP_MAX_PORTS];
     uint32_t conf[DP_MAX_PORTS];   /* DP_NF_CONF_* per input port */
     struct dp_netflow_info info;
@@ -108,14 +117,25 @@ static int netflow_init(struct dp_stage *st)
     return 0;
 }
 
-static void netflow_fini(struct dp_stage *st)
+static void netflow_free(struct netflow *nf)
 {
-    struct netflow *nf = st->priv;
-
-    rte_hash_free(nf->hash);
-    rte_free(nf->flows);
+    dp_table_free(nf->table.b, nf->table.bytes);
+    dp_table_free(nf->flows, sizeof(*nf->flows) * (size_t)nf->max_flows);
+    dp_table_free(nf->cold, sizeof(*nf->cold) * (size_t)nf->max_flows);
+    dp_table_free(nf->free, sizeof(*nf->free) * (size_t)nf->max_flows);
     rte_free(nf->wheel);
     rte_ring_free(nf->export_ring);
+    nf->table.b = NULL;
+    nf->flows = NULL;
+    nf->cold = NULL;
+    nf->free = NULL;
+    nf->wheel = NULL;
+    nf->export_ring = NULL;
+}
+
+static void netflow_fini(struct dp_stage *st)
+{
+    netflow_free(st->priv);
 }
 
 static struct netflow *nf_of(struct dp_stage *st);
@@ -123,41 +143,34 @@ static struct netflow *nf_of(struct dp_stage *st);
 int dp_netflow_configure(struct dp_stage *st, const struct dp_netflow_conf *c)
 {
     struct netflow *nf = nf_of(st);
-    struct rte_hash_parameters hp;
-    char name[RTE_HASH_NAMESIZE];
+    char name[RTE_RING_NAMESIZE];
     int socket = st->w->pool->socket_id;
-    unsigned i;
+    uint32_t i, buckets;
 
     if (nf == NULL)
         return -EINVAL;
-    if (nf->hash != NULL) {
+    if (nf->configured) {
         dp_set_error(EBUSY, "netflow cache already configured");
         return -EBUSY;
     }
-    if (c->max_flows < 8 || c->active_timeout == 0 ||
-        c->inactive_timeout == 0 || c->scan_budget == 0 ||
-        !rte_is_power_of_2(c->export_ring) || c->export_ring < 64) {
-        dp_set_error(EINVAL, "netflow: max_flows >= 8, timeouts > 0, "
+    if (c->max_flows < 8 || c->max_flows > (1u << 28) ||
+        c->active_timeout == 0 || c->inactive_timeout == 0 ||
+        c->scan_budget == 0 || !rte_is_power_of_2(c->export_ring) ||
+        c->export_ring < 64) {
+        dp_set_error(EINVAL, "netflow: 8 <= max_flows <= 2^28, timeouts > 0, "
                      "scan_budget > 0, export_ring a power of two >= 64");
         return -EINVAL;
     }
-    memset(&hp, 0, sizeof(hp));
-    snprintf(name, sizeof(name), "nf_%u_%p", st->w->id, (void *)st);
-    hp.name = name;
-    hp.entries = c->max_flows;
-    hp.key_len = sizeof(struct nf_key);
-    hp.hash_func = rte_hash_crc;
+    nf->max_flows = c->max_flows;
+    buckets = ft_buckets_for(c->max_flows);
+    nf->table.mask = buckets - 1;
+    nf->table.bytes = sizeof(struct ft_bucket) * (size_t)buckets;
     /* A random seed: nobody who knows the code can aim collisions. */
-    hp.hash_func_init_val = (uint32_t)rte_rand();
-    hp.socket_id = socket;
-    /* The extendable table lets the cache fill to max_flows exactly; keys
-     * deleted mid-burst keep their slot until the burst is over. */
-    hp.extra_flag = RTE_HASH_EXTRA_FLAGS_EXT_TABLE |
-                    RTE_HASH_EXTRA_FLAGS_NO_FREE_ON_DEL;
-    nf->hash = rte_hash_create(&hp);
-    nf->flows = rte_zmalloc_socket("nf_flows",
-                                   sizeof(struct nf_flow) * c->max_flows,
-                                   RTE_CACHE_LINE_SIZE, socket);
+    nf->table.seed = (uint32_t)rte_rand();
+    nf->table.b = dp_table_alloc(nf->table.bytes, socket);
+    nf->flows = dp_table_alloc(sizeof(*nf->flows) * (size_t)c->max_flows, socket);
+    nf->cold = dp_table_alloc(sizeof(*nf->cold) * (size_t)c->max_flows, socket);
+    nf->free = dp_table_alloc(sizeof(*nf->free) * (size_t)c->max_flows, socket);
     nf->wheel = rte_malloc_socket("nf_wheel", sizeof(uint32_t) *
                                   NF_WHEEL_SLOTS, RTE_CACHE_LINE_SIZE, socket);
     snprintf(name, sizeof(name), "nfx_%u_%p", st->w->id, (void *)st);
@@ -165,20 +178,18 @@ int dp_netflow_configure(struct dp_stage *st, const struct dp_netflow_conf *c)
                                            sizeof(struct dp_flow_record),
                                            c->export_ring, socket,
                                            RING_F_SP_ENQ | RING_F_SC_DEQ);
-    if (nf->hash == NULL || nf->flows == NULL || nf->wheel == NULL ||
-        nf->export_ring == NULL) {
+    if (nf->table.b == NULL || nf->flows == NULL || nf->cold == NULL ||
+        nf->free == NULL || nf->wheel == NULL || nf->export_ring == NULL) {
         int err = rte_errno ? rte_errno : ENOMEM;
-        netflow_fini(st);
-        nf->hash = NULL;
-        nf->flows = NULL;
-        nf->wheel = NULL;
-        nf->export_ring = NULL;
+        netflow_free(nf);
         dp_set_error(err, "netflow: cache of %u flows", c->max_flows);
         return -err;
     }
     for (i = 0; i < NF_WHEEL_SLOTS; i++)
         nf->wheel[i] = NF_NONE;
-    nf->max_flows = c->max_flows;
+    for (i = 0; i < c->max_flows; i++)
+        nf->free[i] = c->max_flows - 1 - i; /* hand out low numbers first */
+    nf->n_free = c->max_flows;
     nf->active_ms = c->active_timeout * 1000u;
     nf->inactive_ms = c->inactive_timeout * 1000u;
     nf->lowat = c->lowat ? c->lowat : c->max_flows / 4 * 3;
@@ -186,6 +197,7 @@ int dp_netflow_configure(struct dp_stage *st, const struct dp_netflow_conf *c)
     nf->epoch_ms = dp_clock_ns() / 1000000u;
     nf->now = 0;
     nf->scan_s = 0;
+    nf->configured = 1;
     return 0;
 }
 
@@ -193,20 +205,20 @@ int dp_netflow_configure(struct dp_stage *st, const struct dp_netflow_conf *c)
 
 static inline void wheel_unlink(struct netflow *nf, uint32_t i)
 {
-    struct nf_flow *f = &nf->flows[i];
+    struct nf_cold *c = &nf->cold[i];
 
-    if (f->wprev != NF_NONE)
-        nf->flows[f->wprev].wnext = f->wnext;
+    if (c->wprev != NF_NONE)
+        nf->cold[c->wprev].wnext = c->wnext;
     else
-        nf->wheel[f->wslot] = f->wnext;
-    if (f->wnext != NF_NONE)
-        nf->flows[f->wnext].wprev = f->wprev;
+        nf->wheel[c->wslot] = c->wnext;
+    if (c->wnext != NF_NONE)
+        nf->cold[c->wnext].wprev = c->wprev;
 }
 
 /* Arm flow i to be looked at in second `at` (clamped to the wheel span). */
 static inline void wheel_arm(struct netflow *nf, uint32_t i, uint32_t at)
 {
-    struct nf_flow *f = &nf->flows[i];
+    struct nf_cold *c = &nf->cold[i];
     uint32_t slot;
 
     if (at <= nf->scan_s)
@@ -214,11 +226,11 @@ static inline void wheel_arm(struct netflow *nf, uint32_t i, uint32_t at)
     if (at - nf->scan_s >= NF_WHEEL_SLOTS)
         at = nf->scan_s + NF_WHEEL_SLOTS - 1;
     slot = at & (NF_WHEEL_SLOTS - 1);
-    f->wslot = slot;
-    f->wprev = NF_NONE;
-    f->wnext = nf->wheel[slot];
-    if (f->wnext != NF_NONE)
-        nf->flows[f->wnext].wprev = i;
+    c->wslot = slot;
+    c->wprev = NF_NONE;
+    c->wnext = nf->wheel[slot];
+    if (c->wnext != NF_NONE)
+        nf->cold[c->wnext].wprev = i;
     nf->wheel[slot] = i;
 }
 
@@ -261,49 +273,49 @@ static void fill_record(const struct netflow *nf, const struct nf_key *k,
     r->end_reason = reason;
 }
 
-/*
- * Take flow `pos` out of the cache and put its record on the export ring.
- * A full ring loses the record (counted); the exporter advances sequence
- * numbers by the lost count so collectors see the gap.
- */
-static void expire(struct netflow *nf, int32_t pos, const struct nf_key *key,
-                   uint8_t reason)
+static inline int flow_eq(const struct netflow *nf, uint32_t idx,
+                          const struct nf_key *key)
 {
-    struct nf_flow *f = &nf->flows[pos];
-    struct dp_flow_record rec;
-    void *kp;
+    return memcmp(&nf->flows[idx].key, key, sizeof(*key)) == 0;
+}
 
-    if (key == NULL) {
-        if (rte_hash_get_key_with_position(nf->hash, pos, &kp) != 0)
-            return;
-        key = kp;
-    }
-    fill_record(nf, key, f, reason, &rec);
+/*
+ * Take flow i out of the cache and put its record on the export ring. A full
+ * ring loses the record (counted); the exporter advances sequence numbers by
+ * the lost count so collectors see the gap.
+ */
+static void expire(struct netflow *nf, uint32_t i, uint8_t reason)
+{
+    struct nf_flow *f = &nf->flows[i];
+    struct dp_flow_record rec;
+
+    fill_record(nf, &f->key, f, reason, &rec);
     if (rte_ring_sp_enqueue_elem(nf->export_ring, &rec, sizeof(rec)) == 0)
         nf->info.exported++;
     else
         nf->info.export_failed++;
-    rte_hash_del_key(nf->hash, key);
+    ft_delete(&nf->table, ft_hash(&nf->table, &f->key, sizeof(f->key)), i);
+    wheel_unlink(nf, i);
     f->live = 0;
+    nf->free[nf->n_free++] = i;
     nf->used--;
-    if (nf->in_burst)
-        nf->dead[nf->n_dead++] = pos; /* slot freed after the burst */
-    else
-        rte_hash_free_key_with_position(nf->hash, pos);
 }
 
 /* ---- the packet path ------------------------------------------------------- */
 
-static inline int32_t create(struct netflow *nf, const struct nf_pkt *p)
+static inline void create(struct netflow *nf, const struct nf_pkt *p,
+                          uint32_t h)
 {
-    int32_t pos = rte_hash_add_key(nf->hash, &p->key);
     struct nf_flow *f;
+    uint32_t i;
 
-    if (unlikely(pos < 0)) {
+    if (unlikely(nf->n_free == 0)) {
         nf->info.alloc_failed++;
-        return -1;
+        return;
     }
-    f = &nf->flows[pos];
+    i = nf->free[--nf->n_free];
+    f = &nf->flows[i];
+    f->key = p->key;
     f->packets = 1;
     f->bytes = p->plen;
     f->first = f->last = nf->now;
@@ -312,15 +324,15 @@ static inline int32_t create(struct netflow *nf, const struct nf_pkt *p)
     f->src_mask = 0;
     f->dst_mask = 0;
     f->live = p->ipver;
+    ft_insert(&nf->table, h, i);
     nf->used++;
     nf->info.flows_created++;
-    wheel_arm(nf, pos, next_check_s(nf, f));
-    return pos;
+    wheel_arm(nf, i, next_check_s(nf, f));
 }
 
-static inline void hit(struct netflow *nf, int32_t pos, const struct nf_pkt *p)
+static inline void hit(struct netflow *nf, uint32_t i, const struct nf_pkt *p)
 {
-    struct nf_flow *f = &nf->flows[pos];
+    struct nf_flow *f = &nf->flows[i];
 
     f->bytes += p->plen;
     f->packets++;
@@ -331,28 +343,29 @@ static inline void hit(struct netflow *nf, int32_t pos, const struct nf_pkt *p)
                  f->bytes >= NF_BYTES_LIMIT)) {
         uint8_t reason = (p->tcp_flags & (RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG))
                              ? DP_NF_END_EOF : DP_NF_END_ACTIVE;
-        wheel_unlink(nf, pos);
-        expire(nf, pos, &p->key, reason);
+        expire(nf, i, reason);
         nf->info.act_exp++;
     }
 }
+
+#define NF_FLOW_EQ(nf, idx, key) flow_eq((nf), (idx), (key))
 
 static uint16_t netflow_process(struct dp_stage *st, struct rte_mbuf **pkts,
                                 uint16_t n)
 {
     struct netflow *nf = st->priv;
     struct nf_pkt parsed[DP_BURST];
-    const void *keys[DP_BURST];
-    int32_t pos[DP_BURST];
+    uint32_t hash[DP_BURST], cand[DP_BURST];
     uint16_t i, k = 0;
     uint16_t in_ifx = nf->ifindex[st->w->rx_port];
 
-    if (unlikely(nf->hash == NULL))
+    if (unlikely(!nf->configured))
         return n;
     if (unlikely(!(nf->conf[st->w->rx_port] & DP_NF_CONF_INGRESS))) {
         nf->info.unmetered += n;
         return n;
     }
+    /* Stage 1: parse, hash, prefetch each key's home bucket. */
     for (i = 0; i < n; i++) {
         int r = nf_parse(pkts[i], in_ifx, &parsed[k]);
 
@@ -363,33 +376,35 @@ static uint16_t netflow_process(struct dp_stage *st, struct rte_mbuf **pkts,
         }
         nf->info.packets++;
         nf->info.bytes += parsed[k].plen;
-        keys[k] = &parsed[k].key;
+        hash[k] = ft_hash(&nf->table, &parsed[k].key, sizeof(parsed[k].key));
+        rte_prefetch0(ft_home(&nf->table, hash[k]));
         k++;
     }
-    if (k == 0)
-        return n;
+    /* Stage 2 for packet j+D runs before stage 3 for packet j, so D entry
+     * fetches are in flight while entries that have arrived are updated.
+     * Stage 2: the entry a matching signature points at, prefetched.
+     * Stage 3: confirm that guess (it is in cache by now) or look properly;
+     * flows created or expired earlier in this burst are seen here. */
+    for (i = 0; i < k + NF_PREFETCH_AHEAD; i++) {
+        if (i < k) {
+            cand[i] = ft_candidate(&nf->table, hash[i]);
+            if (cand[i] != FT_NONE)
+                rte_prefetch0(&nf->flows[cand[i]]);
+        }
+        if (i >= NF_PREFETCH_AHEAD) {
+            uint16_t j = i - NF_PREFETCH_AHEAD;
+            uint32_t idx = cand[j];
 
-    rte_hash_lookup_bulk(nf->hash, keys, k, pos);
-    for (i = 0; i < k; i++)
-        if (pos[i] >= 0)
-            rte_prefetch0(&nf->flows[pos[i]]);
-
-    nf->in_burst = 1;
-    for (i = 0; i < k; i++) {
-        int32_t p = pos[i];
-
-        /* A flow created or expired earlier in this burst: look again. */
-        if (p < 0 || unlikely(!nf->flows[p].live))
-            p = rte_hash_lookup(nf->hash, keys[i]);
-        if (p >= 0)
-            hit(nf, p, &parsed[i]);
-        else
-            create(nf, &parsed[i]);
+            if (idx == FT_NONE || !nf->flows[idx].live ||
+                !flow_eq(nf, idx, &parsed[j].key))
+                FT_LOOKUP(&nf->table, hash[j], &parsed[j].key, NF_FLOW_EQ, nf,
+                          idx);
+            if (idx != FT_NONE)
+                hit(nf, idx, &parsed[j]);
+            else
+                create(nf, &parsed[j], hash[j]);
+        }
     }
-    nf->in_burst = 0;
-    for (i = 0; i < nf->n_dead; i++)
-        rte_hash_free_key_with_position(nf->hash, nf->dead[i]);
-    nf->n_dead = 0;
     return n; /* metering never holds a packet back */
 }
 
@@ -399,7 +414,7 @@ static void netflow_tick(struct dp_stage *st, uint64_t now_ns)
     struct netflow *nf = st->priv;
     uint32_t budget, now_s;
 
-    if (unlikely(nf->hash == NULL))
+    if (unlikely(!nf->configured))
         return;
     if (unlikely(now_ns / 1000000u < nf->epoch_ms))
         return; /* the clock was set back (tests): wait for it */
@@ -416,18 +431,22 @@ static void netflow_tick(struct dp_stage *st, uint64_t now_ns)
         }
         budget--;
         nf->info.scanned++;
-        wheel_unlink(nf, i);
         f = &nf->flows[i];
         /* The seed: (INACTIVE && (SMALL || used > lowat)) || AGED. An idle
          * flow is reported as idle even when it is also aged. */
         int idle = nf->now - f->last > nf->inactive_ms;
         if (idle && (f->packets <= NF_SMALL_PACKETS || nf->used > nf->lowat)) {
-            expire(nf, i, NULL, DP_NF_END_IDLE);
+            expire(nf, i, DP_NF_END_IDLE);
             nf->info.inact_exp++;
-        } else if (nf->now - f->first > nf->active_ms) {
-            expire(nf, i, NULL, DP_NF_END_ACTIVE);
+            continue;
+        }
+        if (nf->now - f->first > nf->active_ms) {
+            expire(nf, i, DP_NF_END_ACTIVE);
             nf->info.inact_exp++;
-        } else if (idle) {
+            continue;
+        }
+        wheel_unlink(nf, i);
+        if (idle) {
             /* kept while the cache is roomy; looked at again each second, as
              * the seed's scan does */
             wheel_arm(nf, i, RTE_MIN(now_s + 1,
@@ -519,7 +538,7 @@ unsigned dp_netflow_export_drain(struct dp_stage *st,
 {
     struct netflow *nf = nf_of(st);
 
-    if (nf == NULL || nf->export_ring == NULL)
+    if (nf == NULL || !nf->configured)
         return 0;
     return rte_ring_sc_dequeue_burst_elem(nf->export_ring, out, sizeof(*out),
                                           max, NULL);
@@ -529,30 +548,27 @@ unsigned dp_netflow_export_pending(const struct dp_stage *st)
 {
     const struct netflow *nf = nf_of((struct dp_stage *)st);
 
-    return nf && nf->export_ring ? rte_ring_count(nf->export_ring) : 0;
+    return nf && nf->configured ? rte_ring_count(nf->export_ring) : 0;
 }
 
 int dp_netflow_flush(struct dp_stage *st, unsigned max)
 {
     struct netflow *nf = nf_of(st);
-    const void *key;
-    void *data;
-    uint32_t next = 0;
-    int32_t pos;
+    uint32_t i;
 
     if (nf == NULL)
         return -EINVAL;
-    if (nf->hash == NULL)
+    if (!nf->configured)
         return 0;
     nf->now = (uint32_t)(dp_clock_ns() / 1000000u - nf->epoch_ms);
-    while (max && rte_ring_free_count(nf->export_ring) &&
-           (pos = rte_hash_iterate(nf->hash, &key, &data, &next)) >= 0) {
-        wheel_unlink(nf, pos);
-        /* expire() deletes the key; rte_hash_iterate tolerates deletion of
-         * the entry it just returned */
-        expire(nf, pos, key, DP_NF_END_FORCED);
-        max--;
+    for (i = nf->flush_from; i < nf->max_flows && max && nf->used &&
+                             rte_ring_free_count(nf->export_ring); i++) {
+        if (nf->flows[i].live) {
+            expire(nf, i, DP_NF_END_FORCED);
+            max--;
+        }
     }
+    nf->flush_from = nf->used ? i : 0;
     return (int)nf->used;
 }
 
@@ -560,24 +576,19 @@ int dp_netflow_show(struct dp_stage *st, uint32_t *cursor,
                     struct dp_flow_record *out, unsigned max)
 {
     struct netflow *nf = nf_of(st);
-    const void *key;
-    void *data;
+    uint32_t i;
     unsigned n = 0;
-    int32_t pos;
 
     if (nf == NULL)
         return -EINVAL;
-    if (nf->hash == NULL) {
+    if (!nf->configured) {
         *cursor = 0;
         return 0;
     }
-    while (n < max &&
-           (pos = rte_hash_iterate(nf->hash, &key, &data, cursor)) >= 0) {
-        fill_record(nf, key, &nf->flows[pos], 0, &out[n]);
-        n++;
-    }
-    if (n < max)
-        *cursor = 0;
+    for (i = *cursor; i < nf->max_flows && n < max; i++)
+        if (nf->flows[i].live)
+            fill_record(nf, &nf->flows[i].key, &nf->flows[i], 0, &out[n++]);
+    *cursor = i < nf->max_flows ? i : 0;
     return (int)n;
 }
 
