@@ -16,7 +16,7 @@ def cdef_text(header: pathlib.Path = HEADER) -> str:
     keep = []
     for line in header.read_text().splitlines():
         # Guards and includes go; '#define NAME <integer>' stays (cffi reads those).
-        if line.startswith("#") and not re.match(r"#define\s+\w+\s+\d+\s*$", line):
+        if line.startswith("#") and not re.match(r"#define\s+\w+\s+-?\d+\s*(/\*.*\*/)?\s*$", line):
             continue
         keep.append(line)
     return "\n".join(keep)

@@ -163,7 +163,28 @@ class NetflowStage(Strict):
         return v
 
 
-StageConfig = Annotated[XconnectStage | NetflowStage, Field(discriminator="stage")]
+class One2ManyStage(Strict):
+    """FreeBSD ng_one2many: packets from `one` go out on the `many` links by
+    the transmit algorithm; packets from any link go to `one`."""
+    stage: Literal["one2many"]
+    one: str = Field(description="the port on the one side")
+    many: list[str] = Field(min_length=1, max_length=64, description="link n = many[n]")
+    xmit: Literal["roundrobin", "all", "failover", "hash"] = "roundrobin"
+    failure: Literal["manual", "notify"] = Field(
+        "manual", description="manual: links as `enabled` says; notify: by link state")
+    enabled: list[bool] = Field(default_factory=list, description="per link; [] = all")
+    monitor_interval_ms: float = Field(10.0, gt=0, le=10000, description="link state poll")
+    updelay_ms: float = Field(0.0, ge=0, description="a link must stay up this long to count")
+    downdelay_ms: float = Field(0.0, ge=0, description="... or down this long")
+
+    @model_validator(mode="after")
+    def _enabled(self) -> "One2ManyStage":
+        if self.enabled and len(self.enabled) != len(self.many):
+            raise ValueError(f"enabled has {len(self.enabled)} entries for {len(self.many)} links")
+        return self
+
+
+StageConfig = Annotated[XconnectStage | NetflowStage | One2ManyStage, Field(discriminator="stage")]
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -225,7 +246,7 @@ def _key_path(loc: tuple[Any, ...]) -> str:
 def _format_errors(source: str, err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = tuple(p for p in e["loc"] if p not in ("xconnect", "netflow"))  # union tags add noise
+        loc = tuple(p for p in e["loc"] if p not in ("xconnect", "netflow", "one2many"))  # union tags
         key = _key_path(loc) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         value = e.get("input")
@@ -255,6 +276,13 @@ def _cross_check(source: str, cfg: Config, known_driver) -> None:
             raise ConfigError(f"{source}: ports[{i}].device: unknown driver {p.driver!r} "
                               f"(got {p.device!r}; `dataplane pmds` lists the installed ones)")
     for i, st in enumerate(cfg.pipeline):
+        if isinstance(st, One2ManyStage):
+            for key, name in [("one", st.one)] + [(f"many[{j}]", m) for j, m in enumerate(st.many)]:
+                if name not in seen:
+                    raise ConfigError(f"{source}: pipeline[{i}].{key}: no port named {name!r}")
+            if st.one in st.many or len(set(st.many)) != len(st.many):
+                raise ConfigError(f"{source}: pipeline[{i}].many: links must be distinct and "
+                                  f"not the one port (got {st.many!r}, one = {st.one!r})")
         if isinstance(st, XconnectStage):
             for src, dst in st.map.items():
                 if src not in seen:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import native
-from .config import Config, NetflowStage, PortConfig, XconnectStage
+from .config import Config, NetflowStage, One2ManyStage, PortConfig, XconnectStage
 from .errors import ConfigError, WorkerError
 
 log = logging.getLogger(__name__)
@@ -121,11 +121,12 @@ class Snapshot:
     pools: list[dict] = field(default_factory=list)
     totals: dict = field(default_factory=dict)
     netflow: list[dict] = field(default_factory=list)
+    one2many: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"time": self.time, "ports": self.ports, "workers": self.workers,
                 "stages": self.stages, "pools": self.pools, "totals": self.totals,
-                "netflow": self.netflow}
+                "netflow": self.netflow, "one2many": self.one2many}
 
 
 class Dataplane:
@@ -139,7 +140,7 @@ class Dataplane:
         self._worker_handles: list = []
         self._punt_handlers: list[PuntHandler] = []
         self.punted_to_python: dict[int, int] = {}
-        self.netflow: list = []   # NetflowController per netflow table in the pipeline
+        self.controllers: list = []   # the Python side of stages (netflow, one2many)
         self.reasons = native.drop_reasons()
         self.running = False
         self._built = False
@@ -197,20 +198,32 @@ class Dataplane:
     def _port_id(self, name: str) -> int:
         return next(p.port_id for p in self.ports if p.name == name)
 
+    @property
+    def netflow(self) -> list:
+        return [c for c in self.controllers if c.kind == "netflow"]
+
+    @property
+    def one2many(self) -> list:
+        return [c for c in self.controllers if c.kind == "one2many"]
+
     def _controller(self, index: int, sc):
         """The Python side of pipeline table `index`, made on first use."""
         from .netflow import NetflowController
-        for c in self.netflow:
+        from .one2many import One2ManyController
+        for c in self.controllers:
             if c.index == index:
                 return c
-        c = NetflowController(self, sc, index)
-        self.netflow.append(c)
+        cls = NetflowController if isinstance(sc, NetflowStage) else One2ManyController
+        c = cls(self, sc, index)
+        self.controllers.append(c)
         return c
 
     def _add_stage(self, h, index: int, sc) -> None:
         st = native.worker_add_stage(h, sc.stage)
         if isinstance(sc, NetflowStage):
             self._controller(index, sc).add_worker_stage(st, len(self.cfg.eal.workers), self.ports)
+        elif isinstance(sc, One2ManyStage):
+            self._controller(index, sc).add_worker_stage(st)
         elif isinstance(sc, XconnectStage):
             for src, dst in sc.map.items():
                 out = native.PORT_PUNT if dst == "punt" else self._port_id(dst)
@@ -229,7 +242,7 @@ class Dataplane:
             for p in self.ports:
                 native.port_start(p.port_id)
             self._built = True
-            for c in self.netflow:
+            for c in self.controllers:
                 c.start()
             for w in self.workers:
                 w.start()
@@ -326,6 +339,7 @@ class Dataplane:
             snap.pools.append({"socket": sock, "avail": avail, "in_use": in_use, "size": size})
         snap.totals = totals
         snap.netflow = [dict(c.info(), pipeline_index=c.index) for c in self.netflow]
+        snap.one2many = [dict(c.info(), pipeline_index=c.index) for c in self.one2many]
         return snap
 
     # ---- stop ----------------------------------------------------------------
@@ -348,11 +362,11 @@ class Dataplane:
         """Stop the workers and flush what stages hold (every cached flow goes
         to the collectors). Counters are final afterwards; ports still open."""
         self.stop_workers(timeout)
-        for c in self.netflow:
+        for c in self.controllers:
             try:
                 c.shutdown()
             except Exception:  # noqa: BLE001 - teardown goes on; the loss is logged
-                log.exception("netflow shutdown")
+                log.exception("%s shutdown", c.kind)
 
     def stop(self, timeout: float = 5.0) -> None:
         self.quiesce(timeout)
@@ -365,6 +379,9 @@ class Dataplane:
         for h in self._worker_handles:
             native.worker_destroy(h)
         self._worker_handles.clear()
+        for c in self.controllers:
+            if hasattr(c, "close"):
+                c.close()
         for p in self.ports:
             try:
                 native.dev_detach(p.port_id)  # closes the port (flushes tx_pcap files)
@@ -375,7 +392,7 @@ class Dataplane:
             native.pool_free(pool)
         self.pools.clear()
         self.workers = []
-        self.netflow = []
+        self.controllers = []
 
     def __enter__(self) -> "Dataplane":
         self.start()

@@ -406,3 +406,44 @@ def record_dict(r) -> dict:
         "packets": r.packets, "bytes": r.bytes, "first_ms": r.first_ms, "last_ms": r.last_ms,
         "in_ifx": r.in_ifx, "out_ifx": r.out_ifx, "end_reason": r.end_reason,
     }
+
+
+# ---- one2many ------------------------------------------------------------------
+
+O2M_ONE_LINK = lib.DP_O2M_ONE_LINK
+O2M_XMIT = {"roundrobin": lib.DP_O2M_XMIT_ROUNDROBIN, "all": lib.DP_O2M_XMIT_ALL,
+            "failover": lib.DP_O2M_XMIT_FAILOVER, "hash": lib.DP_O2M_XMIT_HASH}
+O2M_STATS_FIELDS = ("rx_packets", "rx_octets", "tx_packets", "tx_octets", "memory_failures")
+
+
+def o2m_create(one_port: int, many_ports: list[int]):
+    out = ffi.new("struct dp_o2m **")
+    ports = ffi.new("uint16_t[]", many_ports)
+    check(lib.dp_o2m_create(one_port, ports, len(many_ports), out), "one2many bundle")
+    return out[0]
+
+
+def o2m_free(b) -> None:
+    lib.dp_o2m_free(b)
+
+
+def o2m_set_xmit(b, alg: str) -> None:
+    check(lib.dp_o2m_set_xmit(b, O2M_XMIT[alg]), "one2many xmit")
+
+
+def o2m_set_enabled(b, mask: int) -> None:
+    lib.dp_o2m_set_enabled(b, mask)
+
+
+def o2m_enabled(b) -> int:
+    return lib.dp_o2m_enabled(b)
+
+
+def one2many_attach(st, b) -> None:
+    check(lib.dp_one2many_attach(st, b), "one2many attach")
+
+
+def one2many_stats(st, link: int, clear: bool = False) -> dict[str, int]:
+    s = ffi.new("struct dp_o2m_link_stats *")
+    check(lib.dp_one2many_stats(st, link, s, int(clear)), "one2many stats")
+    return {f: getattr(s, f) for f in O2M_STATS_FIELDS}

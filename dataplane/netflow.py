@@ -220,6 +220,8 @@ class Exporter:
 class NetflowController:
     """One [[pipeline]] netflow table: its per-worker caches and its exporter."""
 
+    kind = "netflow"
+
     def __init__(self, dp, cfg: NetflowStage, index: int):
         self.dp = dp
         self.cfg = cfg

@@ -29,7 +29,8 @@
     _(BAD_EGRESS, "bad_egress") /* egress port not set up on this worker */  \
     _(TX_FULL, "tx_full")       /* the port did not take the packet */       \
     _(PUNT_FULL, "punt_full")   /* slow path ring full */                    \
-    _(INJECT_BAD_PORT, "inject_bad_port")
+    _(INJECT_BAD_PORT, "inject_bad_port")                                   \
+    _(NO_ACTIVE_LINK, "no_active_link") /* one2many: every link is down */
 
 enum dp_drop_reason {
 #define DP_DROP_ENUM(sym, name) DP_DROP_##sym,

@@ -62,7 +62,7 @@ static inline struct ft_bucket *ft_home(const struct flowtable *t, uint32_t h)
 static inline uint32_t ft_buckets_for(uint32_t entries)
 {
     uint64_t need = ((uint64_t)entries * 4 / 3 + FT_SLOTS - 1) / FT_SLOTS;
-    return rte_align32pow2((uint32_t)RTE_MAX(need, 2));
+    return rte_align32pow2((uint32_t)RTE_MAX(need, (uint64_t)2));
 }
 
 /*

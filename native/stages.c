@@ -8,10 +8,12 @@
 
 extern const struct dp_stage_ops dp_xconnect_ops;
 extern const struct dp_stage_ops dp_netflow_ops;
+extern const struct dp_stage_ops dp_one2many_ops;
 
 static const struct dp_stage_ops *const stage_kinds[] = {
     &dp_xconnect_ops,
     &dp_netflow_ops,
+    &dp_one2many_ops,
 };
 
 const struct dp_stage_ops *dp_stage_ops_find(const char *kind)

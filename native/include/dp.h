@@ -299,4 +299,36 @@ int dp_nf_encode(int format, int ipver, const struct dp_flow_record *r,
                  unsigned n, uint64_t uptime_base_ms, int64_t epoch_offset_ms,
                  uint8_t *buf, size_t cap);
 
+/* ---- stage: one2many (FreeBSD ng_one2many) -------------------------------- */
+#define DP_O2M_MAX_LINKS 64
+#define DP_O2M_ONE_LINK -1
+#define DP_O2M_XMIT_ROUNDROBIN 1   /* the seed's numbering */
+#define DP_O2M_XMIT_ALL 2
+#define DP_O2M_XMIT_FAILOVER 3
+#define DP_O2M_XMIT_HASH 4         /* beyond the seed: flow-preserving */
+
+struct dp_o2m;   /* a bundle: shared by the workers' one2many stages */
+
+struct dp_o2m_link_stats {
+    uint64_t rx_packets;
+    uint64_t rx_octets;
+    uint64_t tx_packets;
+    uint64_t tx_octets;
+    uint64_t memory_failures;
+};
+
+int dp_o2m_create(uint16_t one_port, const uint16_t *many_ports,
+                  unsigned n_many, struct dp_o2m **out);
+void dp_o2m_free(struct dp_o2m *b);
+/* Atomic words the workers read each burst: safe from any thread. */
+int dp_o2m_set_xmit(struct dp_o2m *b, int alg);
+void dp_o2m_set_enabled(struct dp_o2m *b, uint64_t mask);
+uint64_t dp_o2m_enabled(const struct dp_o2m *b);
+int dp_o2m_xmit(const struct dp_o2m *b);
+int dp_one2many_attach(struct dp_stage *st, struct dp_o2m *b);
+/* A worker's stats for link (DP_O2M_ONE_LINK for the one side); clear zeroes
+ * them after reading (run it on the worker's thread for get-and-clear). */
+int dp_one2many_stats(struct dp_stage *st, int link,
+                      struct dp_o2m_link_stats *out, int clear);
+
 #endif /* DP_H */

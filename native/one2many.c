@@ -1,0 +1,299 @@
+/*
+ * one2many.c - FreeBSD ng_one2many as a burst stage.
+ *
+ * Packets arriving on the "one" port go out on the "many" links by the
+ * transmit algorithm: round-robin over the active links, all of them (xmit-
+ * all), or the lowest-numbered active one (failover); beyond the seed, a
+ * flow hash keeps each flow on one link and in order. Packets arriving on
+ * any many link go to the one port. With no active link the packet is
+ * dropped (no_active_link). Other ports' packets pass to the next stage.
+ *
+ * The bundle's enabled-link mask and transmit algorithm are single atomic
+ * words that the control side (setconfig, the link monitor) writes and the
+ * workers read once per burst; a worker rebuilds its list of active links
+ * when the mask changes. Statistics are per worker, summed by Python.
+ * xmit-all sends one mbuf to every link by raising its reference count: the
+ * packet is not modified, so nothing is copied.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include <rte_hash_crc.h>
+#include <rte_ether.h>
+#include <rte_ip.h>
+#include <rte_malloc.h>
+
+#include "dp_internal.h"
+
+struct dp_o2m {
+    uint64_t enabled;            /* atomic: bit n = link n enabled */
+    uint32_t xmit;               /* atomic: DP_O2M_XMIT_* */
+    uint16_t one_port;
+    uint16_t n_many;
+    uint16_t many_port[DP_O2M_MAX_LINKS];
+    uint8_t link_of_port[DP_MAX_PORTS]; /* 0xff: not a many link */
+};
+
+struct one2many {
+    const struct dp_o2m *b;
+    uint64_t mask;               /* the mask active[] was built from */
+    uint16_t n_active;
+    uint16_t next;               /* round-robin position in active[] */
+    uint8_t active[DP_O2M_MAX_LINKS];
+    struct dp_o2m_link_stats one;
+    struct dp_o2m_link_stats many[DP_O2M_MAX_LINKS];
+};
+
+int dp_o2m_create(uint16_t one_port, const uint16_t *many_ports,
+                  unsigned n_many, struct dp_o2m **out)
+{
+    struct dp_o2m *b;
+    unsigned i;
+
+    if (n_many == 0 || n_many > DP_O2M_MAX_LINKS || one_port >= DP_MAX_PORTS) {
+        dp_set_error(EINVAL, "one2many: 1 to %d links and a valid one port",
+                     DP_O2M_MAX_LINKS);
+        return -EINVAL;
+    }
+    b = rte_zmalloc("dp_o2m", sizeof(*b), RTE_CACHE_LINE_SIZE);
+    if (b == NULL) {
+        dp_set_error(ENOMEM, "one2many bundle");
+        return -ENOMEM;
+    }
+    memset(b->link_of_port, 0xff, sizeof(b->link_of_port));
+    b->one_port = one_port;
+    b->n_many = n_many;
+    for (i = 0; i < n_many; i++) {
+        if (many_ports[i] >= DP_MAX_PORTS || many_ports[i] == one_port ||
+            b->link_of_port[many_ports[i]] != 0xff) {
+            rte_free(b);
+            dp_set_error(EINVAL, "one2many: link %u port %u is invalid, the "
+                         "one port, or a repeat", i, many_ports[i]);
+            return -EINVAL;
+        }
+        b->many_port[i] = many_ports[i];
+        b->link_of_port[many_ports[i]] = i;
+    }
+    b->xmit = DP_O2M_XMIT_ROUNDROBIN;
+    *out = b;
+    return 0;
+}
+
+void dp_o2m_free(struct dp_o2m *b)
+{
+    rte_free(b);
+}
+
+int dp_o2m_set_xmit(struct dp_o2m *b, int alg)
+{
+    if (alg < DP_O2M_XMIT_ROUNDROBIN || alg > DP_O2M_XMIT_HASH) {
+        dp_set_error(EINVAL, "one2many: unknown transmit algorithm %d", alg);
+        return -EINVAL;
+    }
+    __atomic_store_n(&b->xmit, (uint32_t)alg, __ATOMIC_RELEASE);
+    return 0;
+}
+
+void dp_o2m_set_enabled(struct dp_o2m *b, uint64_t mask)
+{
+    uint64_t links = b->n_many == 64 ? UINT64_MAX : (1ull << b->n_many) - 1;
+    __atomic_store_n(&b->enabled, mask & links, __ATOMIC_RELEASE);
+}
+
+uint64_t dp_o2m_enabled(const struct dp_o2m *b)
+{
+    return __atomic_load_n(&b->enabled, __ATOMIC_ACQUIRE);
+}
+
+int dp_o2m_xmit(const struct dp_o2m *b)
+{
+    return (int)__atomic_load_n(&b->xmit, __ATOMIC_ACQUIRE);
+}
+
+static uint16_t one2many_process(struct dp_stage *st, struct rte_mbuf **pkts,
+                                 uint16_t n);
+
+static struct one2many *o2m_of(struct dp_stage *st)
+{
+    if (st->ops->process != one2many_process) {
+        dp_set_error(EINVAL, "stage is a %s, not one2many", st->ops->kind);
+        return NULL;
+    }
+    return st->priv;
+}
+
+int dp_one2many_attach(struct dp_stage *st, struct dp_o2m *b)
+{
+    struct one2many *o = o2m_of(st);
+
+    if (o == NULL)
+        return -EINVAL;
+    o->b = b;
+    o->mask = 0;
+    o->n_active = 0;
+    return 0;
+}
+
+int dp_one2many_stats(struct dp_stage *st, int link,
+                      struct dp_o2m_link_stats *out, int clear)
+{
+    struct one2many *o = o2m_of(st);
+    struct dp_o2m_link_stats *s;
+
+    if (o == NULL)
+        return -EINVAL;
+    if (link == DP_O2M_ONE_LINK)
+        s = &o->one;
+    else if (link >= 0 && o->b != NULL && link < o->b->n_many)
+        s = &o->many[link];
+    else {
+        dp_set_error(EINVAL, "one2many: no link %d", link);
+        return -EINVAL;
+    }
+    memcpy(out, s, sizeof(*out));
+    if (clear)
+        memset(s, 0, sizeof(*s));
+    return 0;
+}
+
+/* ng_one2many_update_many(): the active links, in link order. */
+static void rebuild_active(struct one2many *o, uint64_t mask)
+{
+    uint16_t n = 0;
+    unsigned i;
+
+    for (i = 0; i < o->b->n_many; i++)
+        if (mask & (1ull << i))
+            o->active[n++] = i;
+    o->n_active = n;
+    o->mask = mask;
+    if (n)
+        o->next %= n;
+}
+
+/* A flow's link: hash of addresses and ports (IPv6: addresses and flow
+ * label), so one flow stays on one link and in order. */
+static inline uint32_t flow_hash(const struct rte_mbuf *m)
+{
+    const uint8_t *d = rte_pktmbuf_mtod(m, const uint8_t *);
+    uint32_t len = rte_pktmbuf_data_len(m), off = 14, h = 0;
+    uint16_t et;
+
+    if (len < 14)
+        return 0;
+    et = (uint16_t)d[12] << 8 | d[13];
+    if (et == RTE_ETHER_TYPE_VLAN && len >= 18) {
+        et = (uint16_t)d[16] << 8 | d[17];
+        off = 18;
+    }
+    if (et == RTE_ETHER_TYPE_IPV4 && len >= off + 20) {
+        const struct rte_ipv4_hdr *ip = (const void *)(d + off);
+        uint32_t hl = (ip->version_ihl & 0xf) * 4u;
+        h = rte_hash_crc_8byte((uint64_t)ip->src_addr << 32 | ip->dst_addr,
+                               ip->next_proto_id);
+        if ((ip->next_proto_id == IPPROTO_TCP ||
+             ip->next_proto_id == IPPROTO_UDP) &&
+            !(ip->fragment_offset &
+              rte_cpu_to_be_16(RTE_IPV4_HDR_OFFSET_MASK | RTE_IPV4_HDR_MF_FLAG)) &&
+            len >= off + hl + 4)
+            h = rte_hash_crc_4byte(*(const uint32_t *)(d + off + hl), h);
+    } else if (et == RTE_ETHER_TYPE_IPV6 && len >= off + 40) {
+        const struct rte_ipv6_hdr *ip6 = (const void *)(d + off);
+        h = rte_hash_crc(ip6->src_addr, 32,
+                         rte_be_to_cpu_32(ip6->vtc_flow) & 0xfffff);
+    }
+    return h;
+}
+
+static inline void link_tx(struct dp_o2m_link_stats *s, uint32_t len)
+{
+    s->tx_packets++;
+    s->tx_octets += len;
+}
+
+static uint16_t one2many_process(struct dp_stage *st, struct rte_mbuf **pkts,
+                                 uint16_t n)
+{
+    struct one2many *o = st->priv;
+    const struct dp_o2m *b = o->b;
+    struct dp_worker *w = st->w;
+    uint16_t port = w->rx_port, i, j;
+    uint8_t link;
+    uint64_t mask;
+
+    if (unlikely(b == NULL))
+        return n;
+    if (port != b->one_port) {
+        link = b->link_of_port[port];
+        if (link == 0xff)
+            return n; /* not ours: the next stage decides */
+        /* many -> one */
+        for (i = 0; i < n; i++) {
+            uint32_t len = rte_pktmbuf_pkt_len(pkts[i]);
+            o->many[link].rx_packets++;
+            o->many[link].rx_octets += len;
+            link_tx(&o->one, len);
+        }
+        dp_emit_bulk(w, b->one_port, pkts, n);
+        return 0;
+    }
+
+    /* one -> many */
+    for (i = 0; i < n; i++) {
+        o->one.rx_packets++;
+        o->one.rx_octets += rte_pktmbuf_pkt_len(pkts[i]);
+    }
+    mask = __atomic_load_n(&b->enabled, __ATOMIC_ACQUIRE);
+    if (unlikely(mask != o->mask))
+        rebuild_active(o, mask);
+    if (unlikely(o->n_active == 0)) {
+        for (i = 0; i < n; i++)
+            dp_drop(st, pkts[i], DP_DROP_NO_ACTIVE_LINK);
+        return 0;
+    }
+    switch (__atomic_load_n(&b->xmit, __ATOMIC_RELAXED)) {
+    case DP_O2M_XMIT_FAILOVER:
+        link = o->active[0];
+        for (i = 0; i < n; i++)
+            link_tx(&o->many[link], rte_pktmbuf_pkt_len(pkts[i]));
+        dp_emit_bulk(w, b->many_port[link], pkts, n);
+        break;
+    case DP_O2M_XMIT_ALL:
+        for (i = 0; i < n; i++) {
+            struct rte_mbuf *m = pkts[i];
+            uint32_t len = rte_pktmbuf_pkt_len(m);
+
+            if (o->n_active > 1)
+                rte_pktmbuf_refcnt_update(m, o->n_active - 1);
+            for (j = 0; j < o->n_active; j++) {
+                link = o->active[j];
+                link_tx(&o->many[link], len);
+                dp_emit(w, b->many_port[link], m);
+            }
+        }
+        break;
+    case DP_O2M_XMIT_HASH:
+        for (i = 0; i < n; i++) {
+            link = o->active[flow_hash(pkts[i]) % o->n_active];
+            link_tx(&o->many[link], rte_pktmbuf_pkt_len(pkts[i]));
+            dp_emit(w, b->many_port[link], pkts[i]);
+        }
+        break;
+    default: /* round-robin, packet by packet as the seed does */
+        for (i = 0; i < n; i++) {
+            link = o->active[o->next];
+            if (++o->next == o->n_active)
+                o->next = 0;
+            link_tx(&o->many[link], rte_pktmbuf_pkt_len(pkts[i]));
+            dp_emit(w, b->many_port[link], pkts[i]);
+        }
+        break;
+    }
+    return 0;
+}
+
+const struct dp_stage_ops dp_one2many_ops = {
+    .kind = "one2many",
+    .priv_size = sizeof(struct one2many),
+    .process = one2many_process,
+};
