@@ -59,6 +59,20 @@ class IfindexArgs(NetflowArgs):
     ifindex: int = Field(ge=0, le=65535)
 
 
+class BundleArgs(Args):
+    stage: int = Field(0, ge=0, description="which one2many table of the pipeline (0 = first)")
+
+
+class LinkArgs(BundleArgs):
+    link: int = Field(description="link number; -1 is the one side")
+
+
+class O2MConfigArgs(BundleArgs):
+    xmit: str | None = None
+    failure: str | None = None
+    enabled: list[bool] | None = None
+
+
 @dataclass
 class Command:
     fn: Callable[[Any], Any]
@@ -110,6 +124,19 @@ class ControlServer:
             raise ControlError(f"no netflow stage {a.stage} (the pipeline has {len(self.dp.netflow)})")
         return self.dp.netflow[a.stage]
 
+    def _bundle(self, a: BundleArgs):
+        if a.stage >= len(self.dp.one2many):
+            raise ControlError(f"no one2many stage {a.stage} (the pipeline has {len(self.dp.one2many)})")
+        return self.dp.one2many[a.stage]
+
+    def _o2m(self, fn):
+        """Run a one2many message; its validation errors go back as errors."""
+        from .one2many import One2ManyError
+        try:
+            return fn()
+        except One2ManyError as e:
+            raise ControlError(str(e)) from None
+
     def _port_name(self, name: str) -> str:
         if name not in {p.name for p in self.dp.ports}:
             raise ControlError(f"no port named {name!r}")
@@ -137,6 +164,18 @@ class ControlServer:
             "netflow.setconfig": Command(
                 lambda a: self._netflow(a).setconfig(self._port_name(a.port), a.ingress),
                 SetconfigArgs, "meter a port's ingress or not"),
+            "one2many.getconfig": Command(lambda a: self._bundle(a).getconfig(), BundleArgs,
+                                          "ng_one2many getconfig"),
+            "one2many.setconfig": Command(
+                lambda a: self._o2m(lambda: self._bundle(a).setconfig(a.xmit, a.failure, a.enabled)),
+                O2MConfigArgs, "set xmit / failure / enabled (validated as a whole)"),
+            "one2many.getstats": Command(lambda a: self._o2m(lambda: self._bundle(a).getstats(a.link)),
+                                         LinkArgs, "a link's counters (-1: the one side)"),
+            "one2many.clrstats": Command(lambda a: self._o2m(lambda: self._bundle(a).clrstats(a.link)),
+                                         LinkArgs, "clear a link's counters"),
+            "one2many.getclrstats": Command(
+                lambda a: self._o2m(lambda: self._bundle(a).getclrstats(a.link)), LinkArgs,
+                "read and clear a link's counters, atomically per worker"),
             "netflow.setifindex": Command(
                 lambda a: self._netflow(a).setifindex(self._port_name(a.port), a.ifindex),
                 IfindexArgs, "the ifIndex a port has in flow records"),

@@ -142,3 +142,64 @@ def test_socket_goes_away_with_the_dataplane(running_dataplane):
     assert proc.returncode == 0, err
     assert not sock.exists()
     assert json.loads(out)["netflow"][0]["flows_used"] == 0  # flushed at shutdown
+
+
+def test_ctl_speaks_one2many(tmp_path):
+    prefix = unique_prefix("ctlo2m")
+    run_dir = tmp_path / "run"
+    cfg = tmp_path / "bundle.toml"
+    cfg.write_text(f"""
+[eal]
+workers = [1]
+hugepages = false
+memory_mb = 256
+file_prefix = "{prefix}"
+log_level = "warning"
+[[ports]]
+name = "lan"
+device = "net_null0"
+[[ports]]
+name = "wan0"
+device = "net_null1,no-rx=1"
+poll = false
+[[ports]]
+name = "wan1"
+device = "net_null2,no-rx=1"
+poll = false
+[[pipeline]]
+stage = "one2many"
+one = "lan"
+many = ["wan0", "wan1"]
+[run]
+runtime_dir = "{run_dir}"
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "dataplane", "run", str(cfg), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sock = run_dir / f"{prefix}.sock"
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        conf = json.loads(ctl(sock, "one2many.getconfig", "--json").stdout)
+        assert conf == {"one": "lan", "links": ["wan0", "wan1"], "xmit": "roundrobin",
+                        "failure": "manual", "enabled": [True, True]}
+        r = ctl(sock, "one2many.setconfig", "xmit=bogus")
+        assert r.returncode == 1 and "unknown transmit algorithm 'bogus'" in r.stderr
+        r = ctl(sock, "one2many.getstats", "link=5")
+        assert r.returncode == 1 and "no link 5" in r.stderr
+        assert ctl(sock, "one2many.setconfig", "xmit=failover", "enabled=[false,true]").returncode == 0
+        time.sleep(0.3)
+        s0 = request(sock, "one2many.getclrstats", {"link": 0})
+        s1 = request(sock, "one2many.getclrstats", {"link": 1})
+        assert s1["tx_packets"] > 0
+        assert request(sock, "one2many.getstats", {"link": 1})["tx_packets"] < s1["tx_packets"]
+        # link 0 was disabled: only what it sent before the change (if anything) is there
+        assert request(sock, "one2many.getstats", {"link": 0})["tx_packets"] == 0
+        one = request(sock, "one2many.getstats", {"link": -1})
+        assert one["rx_packets"] > 0
+        assert s0["tx_packets"] >= 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0

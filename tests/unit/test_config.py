@@ -108,3 +108,13 @@ def test_reference_documents_every_netflow_key_with_its_default():
             assert getattr(defaults, key) == value, key
     for key, value in stage["export"].items():
         assert getattr(defaults.export, key) == value, f"export.{key}"
+
+
+def test_bonded_uplink_example_documents_every_one2many_key_with_its_default():
+    path = ROOT / "deploy" / "examples" / "bonded-uplink.toml"
+    stage = next(s for s in tomllib.loads(path.read_text())["pipeline"] if s["stage"] == "one2many")
+    assert set(stage) == set(config.One2ManyStage.model_fields)
+    defaults = config.One2ManyStage(stage="one2many", one="x", many=["y"])
+    for key, value in stage.items():
+        if key not in ("one", "many"):
+            assert getattr(defaults, key) == value, key
