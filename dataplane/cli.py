@@ -28,6 +28,21 @@ def _seconds_since_process_start() -> float:
         return float("nan")
 
 
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) where we are; nothing when not under systemd."""
+    import socket as _socket
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM) as s:
+        try:
+            s.sendto(state.encode(), addr)
+        except OSError as e:
+            log.warning("sd_notify %s: %s", state, e)
+
+
 def _load(path: str | None) -> config_mod.Config:
     if path is None:
         from .demo import default_config
@@ -88,7 +103,7 @@ def run(config_path: str | None, duration: float | None, as_json: bool, quiet: b
 
     code = 0
     first = last = None
-    control = None
+    control = metrics = None
     _fail_later: list[str] = []
     forwarding_at = None
     try:
@@ -109,7 +124,19 @@ def run(config_path: str | None, duration: float | None, as_json: bool, quiet: b
                 control = None
                 dp.request_stop()
                 _fail_later.append(f"control socket: {e}")
+        metrics = None
+        if cfg.metrics.enabled:
+            from .metrics import MetricsServer
+            host, _, mport = cfg.metrics.listen.rpartition(":")
+            metrics = MetricsServer(dp, host.strip("[]"), int(mport), cfg.metrics.interval_s)
+            try:
+                metrics.start()
+                dp.metrics_url = f"http://{metrics.host}:{metrics.port}/metrics"
+            except OSError as e:  # the dataplane runs on; only the endpoint is missing
+                log.warning("metrics endpoint %s not started: %s", cfg.metrics.listen, e.strerror)
+                metrics = None
         ready_at = _seconds_since_process_start()
+        sd_notify("READY=1")
         log.info("ready %.2f s after process start", ready_at)
         first = last = dp.snapshot()
         live = None
@@ -138,6 +165,9 @@ def run(config_path: str | None, duration: float | None, as_json: bool, quiet: b
         if live is not None:
             live.stop()
     finally:
+        sd_notify("STOPPING=1")
+        if metrics is not None:
+            metrics.stop()
         if control is not None:
             control.stop()
         failed = [w for w in dp.workers if w.error is not None]
@@ -249,6 +279,40 @@ def ctl(command: str, args: tuple[str, ...], socket_path: str | None, config_pat
         click.echo(json.dumps(result, default=str))
     else:
         Console().print_json(data=result, default=str)
+
+
+@main.command()
+@click.option("-s", "--socket", "socket_path", help="control socket of the dataplane")
+@click.option("-c", "--config", "config_path", help="config of the dataplane (to find its socket)")
+@click.option("--interval", type=float, default=1.0, show_default=True)
+@click.option("--count", type=int, default=0, help="stop after this many updates (0: never)")
+def top(socket_path: str | None, config_path: str | None, interval: float, count: int) -> None:
+    """Live per-port and per-worker rates, drops by reason, flows and export."""
+    from rich.live import Live
+
+    from .control import ControlError, request
+    from .engine import Snapshot
+    from .view import render
+
+    path = _find_socket(socket_path, config_path)
+
+    def snap() -> Snapshot:
+        d = request(path, "stats")
+        return Snapshot(**{k: d[k] for k in Snapshot.__dataclass_fields__ if k in d})
+
+    try:
+        prev = snap()
+        with Live(render(prev, prev), refresh_per_second=4, screen=False) as live:
+            n = 0
+            while count == 0 or n < count:
+                time.sleep(interval)
+                cur = snap()
+                live.update(render(prev, cur, title=f"dataplane ({path.name})"))
+                prev, n = cur, n + 1
+    except (ControlError, OSError) as e:
+        _fail(f"{path}: {e}", 1)
+    except KeyboardInterrupt:
+        pass
 
 
 @main.command()

@@ -219,6 +219,20 @@ class ControlConfig(Strict):
     request_timeout_s: float = Field(5.0, gt=0)
 
 
+class MetricsConfig(Strict):
+    """Prometheus endpoint, served from a snapshot."""
+    enabled: bool = True
+    listen: str = Field("127.0.0.1:9108", description="host:port; port 0 picks a free one")
+    interval_s: float = Field(1.0, gt=0, le=60, description="how often the snapshot is taken")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        if not v.endswith(":0"):  # port 0: the system picks one (tests)
+            parse_hostport(v)
+        return v
+
+
 class Config(Strict):
     eal: EalConfig = Field(default_factory=EalConfig)
     mempool: MempoolConfig = Field(default_factory=MempoolConfig)
@@ -226,6 +240,7 @@ class Config(Strict):
     pipeline: list[StageConfig] = Field(min_length=1)
     run: RunConfig = Field(default_factory=RunConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     def port(self, name: str) -> PortConfig:
         return next(p for p in self.ports if p.name == name)

@@ -186,6 +186,7 @@ class ControlServer:
                 "uptime_s": self.dp.uptime(), "workers": len(self.dp.workers),
                 "ports": [p.name for p in self.dp.ports],
                 "pipeline": [sc.stage for sc in self.dp.cfg.pipeline],
+                "metrics": self.dp.metrics_url,
                 "control": {"requests": self.requests, "errors": self.errors}}
 
     def dispatch(self, line: bytes) -> dict:

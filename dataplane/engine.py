@@ -144,6 +144,7 @@ class Dataplane:
         self.reasons = native.drop_reasons()
         self.running = False
         self._built = False
+        self.metrics_url: str | None = None  # set by whoever serves metrics
 
     # ---- build ---------------------------------------------------------------
 

@@ -55,6 +55,9 @@ stage = "xconnect"
 map = {{ mirror = "drop" }}
 [run]
 runtime_dir = "{run_dir}"
+[metrics]
+listen = "127.0.0.1:0"
+interval_s = 0.1
 """)
     proc = subprocess.Popen([sys.executable, "-m", "dataplane", "run", str(cfg), "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -203,3 +206,36 @@ runtime_dir = "{run_dir}"
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+def test_metrics_endpoint_serves_the_counters(running_dataplane):
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, sock = running_dataplane
+    url = request(sock, "status")["metrics"]
+    assert url.startswith("http://127.0.0.1:")
+    time.sleep(0.3)
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    samples = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    assert samples[("dataplane_port_opackets_total", (("port", "drop"),))] > 0
+    assert samples[("dataplane_netflow_flows", (("stage", "0"),))] > 0
+    assert samples[("dataplane_port_link_up", (("port", "mirror"),))] == 1
+    rx = samples[("dataplane_worker_rx_total", (("worker", "0"),))]
+    tx = samples[("dataplane_worker_tx_total", (("worker", "0"),))]
+    assert rx > 0 and tx > 0
+    assert ("dataplane_worker_drops_total", (("reason", "tx_full"), ("worker", "0"))) in samples
+    assert ("dataplane_stage_cycles_per_packet",
+            (("index", "0"), ("stage", "netflow"), ("worker", "0"))) in samples
+
+
+def test_top_shows_live_rates(running_dataplane):
+    _, sock = running_dataplane
+    r = subprocess.run([sys.executable, "-m", "dataplane", "top", "-s", str(sock), "--count", "2",
+                        "--interval", "0.3"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "mirror" in r.stdout and "netflow" in r.stdout
