@@ -43,6 +43,15 @@ def sd_notify(state: str) -> None:
             log.warning("sd_notify %s: %s", state, e)
 
 
+def _reload_from_signal(dp) -> None:
+    """SIGHUP: the same as `dataplane ctl reload`; a rejected file is logged."""
+    try:
+        applied = dp.reload()
+        log.warning("reload: %s", ", ".join(applied) or "nothing changed")
+    except ConfigError as e:
+        log.error("reload rejected, running config unchanged: %s", e)
+
+
 def _load(path: str | None) -> config_mod.Config:
     if path is None:
         from .demo import default_config
@@ -100,6 +109,9 @@ def run(config_path: str | None, duration: float | None, as_json: bool, quiet: b
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    reload_requested = []
+    signal.signal(signal.SIGHUP, lambda *_: reload_requested.append(True))
+    dp.config_path = config_path
 
     code = 0
     first = last = None
@@ -155,6 +167,9 @@ def run(config_path: str | None, duration: float | None, as_json: bool, quiet: b
             if remaining <= 0:
                 break
             time.sleep(remaining)
+            if reload_requested:
+                reload_requested.clear()
+                _reload_from_signal(dp)
             cur = dp.snapshot()
             if forwarding_at is None and cur.totals["tx"] > 0:
                 forwarding_at = _seconds_since_process_start()

@@ -146,6 +146,8 @@ class ControlServer:
         from .view import runtime_rows
         dp = self.dp
         return {
+            "reload": Command(lambda a: self._reload(), NoArgs,
+                              "re-read the config file and apply it without stopping traffic"),
             "help": Command(lambda a: {k: c.help for k, c in self.commands.items()}, NoArgs,
                             "list the commands"),
             "status": Command(lambda a: self._status(), NoArgs, "pid, uptime, ports, workers, stages"),
@@ -180,6 +182,13 @@ class ControlServer:
                 lambda a: self._netflow(a).setifindex(self._port_name(a.port), a.ifindex),
                 IfindexArgs, "the ifIndex a port has in flow records"),
         }
+
+    def _reload(self) -> dict:
+        from .errors import ConfigError as _ConfigError
+        try:
+            return {"applied": self.dp.reload()}
+        except _ConfigError as e:
+            raise ControlError(str(e)) from None
 
     def _status(self) -> dict:
         return {"pid": os.getpid(), "running": self.dp.running,

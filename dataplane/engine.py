@@ -145,6 +145,18 @@ class Dataplane:
         self.running = False
         self._built = False
         self.metrics_url: str | None = None  # set by whoever serves metrics
+        self.config_path: str | None = None  # where cfg came from (reload re-reads it)
+        self._reload_lock = threading.Lock()
+
+    def reload(self, path: str | None = None) -> list[str]:
+        """Re-read the config file and apply it live (see dataplane.reload)."""
+        from . import config as config_mod
+        from .reload import apply
+        path = path or self.config_path
+        if path is None:
+            raise ConfigError("reload: this dataplane runs the embedded default; there is no file")
+        with self._reload_lock:
+            return apply(self, config_mod.load(path), path)
 
     # ---- build ---------------------------------------------------------------
 

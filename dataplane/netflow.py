@@ -323,6 +323,20 @@ class NetflowController:
         self.dp.on_all_workers(lambda w: native.netflow_set_timeouts(
             native.worker_stages(w.handle)[idx], active, inactive))
 
+    def reconfigure_export(self, export: NetflowExport) -> None:
+        """Reload: a new exporter (collectors, version, ...). What the old one
+        still held goes out first; sequence numbers continue when the
+        version stays."""
+        with self._lock:
+            old = self.exporter
+            old.pump(force=True)
+            new = Exporter(export, old.boot_ms, old.epoch_offset_ms)
+            if export.version == old.fmt:
+                new.flow_seq, new.packet_seq = old.flow_seq, old.packet_seq
+            self.exporter = new
+            self.cfg = self.cfg.model_copy(update={"export": export})
+            old.close()
+
     def setconfig(self, port: str, ingress: bool) -> None:
         """NGM_NETFLOW_SETCONFIG: meter a port's ingress traffic or not."""
         idx, pid = self._stage_index(), self.dp.port(port).port_id

@@ -154,8 +154,7 @@ class One2ManyController:
         return changed
 
     def _monitor(self) -> None:
-        interval = self.cfg.monitor_interval_ms / 1000
-        while not self._stop.wait(interval):
+        while not self._stop.wait(self.cfg.monitor_interval_ms / 1000):
             if self.failure != "notify":
                 continue
             try:
@@ -193,6 +192,14 @@ class One2ManyController:
             native.o2m_set_xmit(self.bundle, self.xmit)
             self._apply()
         return self.getconfig()
+
+    def reconfigure(self, cfg: One2ManyStage) -> None:
+        """Reload: algorithms, enabled links (manual mode) and monitor timing."""
+        enabled = None
+        if cfg.failure == "manual":
+            enabled = list(cfg.enabled) if cfg.enabled else [True] * len(self.links)
+        self.setconfig(cfg.xmit, cfg.failure, enabled)
+        self.cfg = cfg
 
     def enable_link(self, link: int, on: bool) -> None:
         self._check_link(link, allow_one=False)
