@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import logging
-import os
 import queue
 import sys
 import threading

@@ -11,25 +11,18 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import unique_prefix
+from tests.helpers import dataplane_cli, eal_toml
 
 pytestmark = pytest.mark.timeout(120)
 DPDK_RUN = Path("/var/run/dpdk")
 
 
-def dataplane(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dataplane", *args], capture_output=True,
-                          text=True, timeout=90, **kw)
+dataplane = dataplane_cli
 
 
 def null_config(tmp_path: Path, prefix: str) -> Path:
     p = tmp_path / "dp.toml"
-    p.write_text(f"""
-[eal]
-workers = [1]
-hugepages = false
-memory_mb = 256
-file_prefix = "{prefix}"
-log_level = "warning"
+    p.write_text(eal_toml(prefix) + """
 [[ports]]
 name = "a"
 device = "net_null0"
@@ -38,7 +31,7 @@ name = "b"
 device = "net_null1"
 [[pipeline]]
 stage = "xconnect"
-map = {{ a = "b", b = "a" }}
+map = { a = "b", b = "a" }
 [run]
 poll_budget_ms = 50
 """)

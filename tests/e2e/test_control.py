@@ -3,7 +3,6 @@ full load (a pcap replayed forever through netflow)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import stat
@@ -18,6 +17,7 @@ from scapy.utils import wrpcap
 
 from dataplane.control import ControlError, request
 from tests.conftest import unique_prefix
+from tests.helpers import RunningCli, eal_toml
 from tests.traffic import mixed_traffic
 
 pytestmark = pytest.mark.timeout(120)
@@ -34,13 +34,7 @@ def running_dataplane(tmp_path):
     run_dir = tmp_path / "run"
     prefix = unique_prefix("ctl")
     cfg = tmp_path / "dp.toml"
-    cfg.write_text(f"""
-[eal]
-workers = [1]
-hugepages = false
-memory_mb = 256
-file_prefix = "{prefix}"
-log_level = "warning"
+    cfg.write_text(eal_toml(prefix) + f"""
 [[ports]]
 name = "mirror"
 device = "net_pcap0,rx_pcap={tmp_path}/in.pcap,infinite_rx=1"
@@ -59,18 +53,8 @@ runtime_dir = "{run_dir}"
 listen = "127.0.0.1:0"
 interval_s = 0.1
 """)
-    proc = subprocess.Popen([sys.executable, "-m", "dataplane", "run", str(cfg), "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    sock = run_dir / f"{prefix}.sock"
-    deadline = time.monotonic() + 20
-    while not sock.exists():
-        assert proc.poll() is None, proc.communicate()[1]
-        assert time.monotonic() < deadline, "no control socket"
-        time.sleep(0.05)
-    yield proc, sock
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
+    with RunningCli(cfg, run_dir / f"{prefix}.sock") as dp:
+        yield dp.proc, dp.socket
 
 
 def test_socket_is_private_and_ctl_speaks_netflow(running_dataplane):
@@ -151,13 +135,7 @@ def test_ctl_speaks_one2many(tmp_path):
     prefix = unique_prefix("ctlo2m")
     run_dir = tmp_path / "run"
     cfg = tmp_path / "bundle.toml"
-    cfg.write_text(f"""
-[eal]
-workers = [1]
-hugepages = false
-memory_mb = 256
-file_prefix = "{prefix}"
-log_level = "warning"
+    cfg.write_text(eal_toml(prefix) + f"""
 [[ports]]
 name = "lan"
 device = "net_null0"
@@ -176,14 +154,8 @@ many = ["wan0", "wan1"]
 [run]
 runtime_dir = "{run_dir}"
 """)
-    proc = subprocess.Popen([sys.executable, "-m", "dataplane", "run", str(cfg), "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    sock = run_dir / f"{prefix}.sock"
-    try:
-        deadline = time.monotonic() + 20
-        while not sock.exists():
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+    with RunningCli(cfg, run_dir / f"{prefix}.sock") as dp:
+        sock = dp.socket
         conf = json.loads(ctl(sock, "one2many.getconfig", "--json").stdout)
         assert conf == {"one": "lan", "links": ["wan0", "wan1"], "xmit": "roundrobin",
                         "failure": "manual", "enabled": [True, True]}
@@ -202,10 +174,7 @@ runtime_dir = "{run_dir}"
         one = request(sock, "one2many.getstats", {"link": -1})
         assert one["rx_packets"] > 0
         assert s0["tx_packets"] >= 0
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
-    assert proc.returncode == 0
+        assert dp.stop() == 0
 
 
 def test_metrics_endpoint_serves_the_counters(running_dataplane):

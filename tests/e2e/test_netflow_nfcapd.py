@@ -3,10 +3,7 @@
 computes from the same packets, with zero sequence failures."""
 from __future__ import annotations
 
-import json
 from collections import Counter
-import subprocess
-import sys
 from ipaddress import ip_address
 
 import pytest
@@ -14,6 +11,7 @@ from scapy.utils import wrpcap
 
 from tests import collectors
 from tests.conftest import unique_prefix
+from tests.helpers import meter_pcap_cli
 from tests.flowmodel import model_flows
 from tests.traffic import mixed_traffic
 
@@ -26,33 +24,9 @@ def test_nfcapd_receives_every_flow(tmp_path, version):
     pkts = mixed_traffic() * 3  # the same flows three times over: more packets per flow
     wrpcap(str(tmp_path / "in.pcap"), pkts)
     with collectors.Nfcapd(tmp_path / "nfcapd") as cap:
-        cfg = tmp_path / "probe.toml"
-        cfg.write_text(f"""
-[eal]
-workers = [1]
-hugepages = false
-memory_mb = 256
-file_prefix = "{unique_prefix('nfcapd')}"
-log_level = "warning"
-[[ports]]
-name = "mirror"
-device = "net_pcap0,rx_pcap={tmp_path}/in.pcap"
-[[ports]]
-name = "drop"
-device = "net_null0,no-rx=1"
-poll = false
-[[pipeline]]
-stage = "netflow"
-export = {{ version = {version}, collectors = ["127.0.0.1:{cap.port}"], source_id = 7 }}
-[[pipeline]]
-stage = "xconnect"
-map = {{ mirror = "drop" }}
-""")
-        r = subprocess.run([sys.executable, "-m", "dataplane", "run", str(cfg), "--duration", "1.5",
-                            "--json"], capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stderr
+        out = meter_pcap_cli(tmp_path, tmp_path / "in.pcap", cap.port, version,
+                             unique_prefix("nfcapd"))
         cap.drain()
-    out = json.loads(r.stdout)
     assert out["netflow"][0]["export"]["collectors"][0]["errors"] == 0
 
     expected = model_flows([(0.0, p, 1) for p in pkts])

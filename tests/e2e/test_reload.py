@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -13,17 +11,12 @@ from scapy.utils import wrpcap
 
 from dataplane.control import ControlError, request
 from tests.conftest import unique_prefix
+from tests.helpers import RunningCli, eal_toml
 from tests.traffic import mixed_traffic
 
 pytestmark = pytest.mark.timeout(120)
 
 TEMPLATE = """
-[eal]
-workers = [1]
-hugepages = false
-memory_mb = 256
-file_prefix = "{prefix}"
-log_level = "warning"
 [[ports]]
 name = "mirror"
 device = "net_pcap0,rx_pcap={pcap},infinite_rx=1"
@@ -58,20 +51,11 @@ def dataplane(tmp_path):
     cfg = tmp_path / "dp.toml"
 
     def write(**changes):
-        cfg.write_text(TEMPLATE.format(**{**params, **changes}))
+        cfg.write_text(eal_toml(params["prefix"]) + TEMPLATE.format(**{**params, **changes}))
 
     write()
-    proc = subprocess.Popen([sys.executable, "-m", "dataplane", "run", str(cfg), "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    sock = params["run_dir"] / f"{params['prefix']}.sock"
-    deadline = time.monotonic() + 20
-    while not sock.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-        time.sleep(0.05)
-    yield proc, sock, cfg, write
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
+    with RunningCli(cfg, params["run_dir"] / f"{params['prefix']}.sock") as dp:
+        yield dp.proc, dp.socket, cfg, write
 
 
 def port_tx(sock, name):
