@@ -72,20 +72,19 @@ def _epoch_ms(s: str) -> int:
     return round(datetime.fromisoformat(s).timestamp() * 1000)
 
 
-class Nfcapd:
-    """Run `nfcapd -w DIR -b 127.0.0.1 -p PORT -B 33554432 -P PIDFILE` in the
-    foreground (no -D) for the duration of a with-block."""
+class _Collector:
+    """A collector process in the foreground for the duration of a with-block:
+    started, waited for until its UDP socket is bound (a port we picked
+    ourselves may be taken meanwhile: then another), drained, stopped."""
 
-    def __init__(self, tmp_dir: os.PathLike | str, port: Optional[int] = None,
-                 host: str = "127.0.0.1", extra_args: Iterable[str] = ()) -> None:
+    NAME = ""
+
+    def __init__(self, tmp_dir: os.PathLike | str, port: Optional[int], host: str) -> None:
         self.base = Path(tmp_dir)
-        self.dir = self.base / "flows"
         self.host = host
         self.fixed_port = port is not None
         self.port = port or free_udp_port(host)
-        self.pidfile = self.base / "nfcapd.pid"
-        self.logfile = self.base / "nfcapd.log"
-        self.extra_args = list(extra_args)
+        self.logfile = self.base / f"{self.NAME}.log"
         self.proc: Optional[subprocess.Popen] = None
         self.returncode: Optional[int] = None
 
@@ -94,13 +93,14 @@ class Nfcapd:
         return (self.host, self.port)
 
     def command(self) -> list[str]:
-        return ["nfcapd", "-w", str(self.dir), "-b", self.host, "-p", str(self.port),
-                "-B", str(RCVBUF), "-P", str(self.pidfile), *self.extra_args]
+        raise NotImplementedError
 
-    def start(self, timeout: float = 10.0, attempts: int = 3) -> "Nfcapd":
-        """Start nfcapd and wait until its socket is bound. A port we picked
-        ourselves may be taken before nfcapd binds it: then retry on another."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def prepare(self) -> None:
+        """Directories and files the process needs before it starts."""
+
+    def start(self, timeout: float = 10.0, attempts: int = 3):
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.prepare()
         with open(self.logfile, "wb") as log:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
@@ -110,47 +110,71 @@ class Nfcapd:
                 if not self.fixed_port and attempts > 1:
                     self.proc, self.port = None, free_udp_port(self.host)
                     return self.start(timeout, attempts - 1)
-                raise RuntimeError(f"nfcapd exited with {self.proc.returncode}: {self.log()}")
+                raise RuntimeError(f"{self.NAME} exited with {self.proc.returncode}: {self.log()}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise TimeoutError(f"nfcapd not listening on {self.host}:{self.port}: {self.log()}")
+                raise TimeoutError(f"{self.NAME} not listening on {self.host}:{self.port}: {self.log()}")
             time.sleep(0.02)
         return self
 
     def drain(self, timeout: float = 5.0, settle: float = 0.2) -> None:
-        """Wait until nfcapd has read everything queued on its socket (Recv-Q 0),
-        then a little longer for it to process the last datagram: a SIGTERM
+        """Wait until the collector has read everything queued on its socket
+        (Recv-Q 0), then a little longer for the last datagram: stopping it
         while datagrams are still queued would lose them."""
         deadline = time.monotonic() + timeout
         while self.proc and (_udp_socket_state(self.port, self.host, self.proc.pid) or 0) > 0:
             if time.monotonic() > deadline:
-                raise TimeoutError("nfcapd did not drain its socket")
+                raise TimeoutError(f"{self.NAME} did not drain its socket")
             time.sleep(0.02)
         time.sleep(settle)
 
-    def stop(self, timeout: float = 10.0) -> int:
-        if self.proc is None:
-            return self.returncode or 0
+    def _terminate(self, sig: int, timeout: float) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # nfcapd flushes and closes its file
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.returncode, self.proc = self.proc.returncode, None
-        return self.returncode
 
-    def __enter__(self) -> "Nfcapd":
+    def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
     def log(self) -> str:
-        """nfcapd's output. Malformed datagrams show up only here (e.g. "Process_v9:
-        flowset length error"), not in any counter: 1.7.1 leaves "Bad Packets" at 0."""
         return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
+
+
+class Nfcapd(_Collector):
+    """Run `nfcapd -w DIR -b 127.0.0.1 -p PORT -B 33554432 -P PIDFILE` in the
+    foreground (no -D) for the duration of a with-block. Malformed datagrams
+    show up only in log() (e.g. "Process_v9: flowset length error"), not in
+    any counter: 1.7.1 leaves "Bad Packets" at 0."""
+
+    NAME = "nfcapd"
+
+    def __init__(self, tmp_dir: os.PathLike | str, port: Optional[int] = None,
+                 host: str = "127.0.0.1", extra_args: Iterable[str] = ()) -> None:
+        super().__init__(tmp_dir, port, host)
+        self.dir = self.base / "flows"
+        self.pidfile = self.base / "nfcapd.pid"
+        self.extra_args = list(extra_args)
+
+    def command(self) -> list[str]:
+        return ["nfcapd", "-w", str(self.dir), "-b", self.host, "-p", str(self.port),
+                "-B", str(RCVBUF), "-P", str(self.pidfile), *self.extra_args]
+
+    def prepare(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc is None:
+            return self.returncode or 0
+        self._terminate(signal.SIGTERM, timeout)  # nfcapd flushes and closes its file
+        self.returncode, self.proc = self.proc.returncode, None
+        return self.returncode
 
     def files(self) -> list[Path]:
         return sorted(p for p in self.dir.iterdir() if p.name.startswith("nfcapd."))
@@ -211,7 +235,7 @@ def nfacctd_available() -> bool:
     return shutil.which("nfacctd") is not None
 
 
-class Nfacctd:
+class Nfacctd(_Collector):
     """pmacct's nfacctd (Debian's pmacct 1.7.x) as a second, independent
     NetFlow v9/IPFIX decoder, run in the foreground for a with-block:
 
@@ -236,25 +260,17 @@ class Nfacctd:
 
     AGGREGATE = ("src_host", "dst_host", "src_port", "dst_port", "proto", "tos", "flows")
 
+    NAME = "nfacctd"
+
     def __init__(self, tmp_dir: os.PathLike | str, port: Optional[int] = None,
                  host: str = "127.0.0.1", refresh_time: int = 60, debug: bool = False,
                  extra_config: Optional[dict] = None) -> None:
-        self.base = Path(tmp_dir)
-        self.host = host
-        self.fixed_port = port is not None
-        self.port = port or free_udp_port(host)
+        super().__init__(tmp_dir, port, host)
         self.config_file = self.base / "nfacctd.conf"
         self.output = self.base / "flows.json"
-        self.logfile = self.base / "nfacctd.log"
         self.refresh_time = refresh_time
         self.debug = debug
         self.extra_config = dict(extra_config or {})
-        self.proc: Optional[subprocess.Popen] = None
-        self.returncode: Optional[int] = None
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return (self.host, self.port)
 
     def config(self) -> dict:
         """The nfacctd configuration (key: value), see CONFIG-KEYS of pmacct."""
@@ -279,36 +295,8 @@ class Nfacctd:
     def command(self) -> list[str]:
         return ["nfacctd", "-f", str(self.config_file)]
 
-    def start(self, timeout: float = 10.0, attempts: int = 3) -> "Nfacctd":
-        """Start nfacctd and wait until its socket is bound; retry on another
-        port if one we picked was taken meanwhile."""
-        self.base.mkdir(parents=True, exist_ok=True)
+    def prepare(self) -> None:
         self.config_file.write_text("".join(f"{k}: {v}\n" for k, v in self.config().items()))
-        with open(self.logfile, "wb") as log:
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while _udp_socket_state(self.port, self.host, self.proc.pid) is None:
-            if self.proc.poll() is not None:
-                if not self.fixed_port and attempts > 1:
-                    self.proc, self.port = None, free_udp_port(self.host)
-                    return self.start(timeout, attempts - 1)
-                raise RuntimeError(f"nfacctd exited with {self.proc.returncode}: {self.log()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"nfacctd not listening on {self.host}:{self.port}: {self.log()}")
-            time.sleep(0.02)
-        return self
-
-    def drain(self, timeout: float = 5.0, settle: float = 0.2) -> None:
-        """Wait until nfacctd has read everything queued on its socket: on
-        SIGINT it closes the socket first, dropping whatever is still queued."""
-        deadline = time.monotonic() + timeout
-        while self.proc and (_udp_socket_state(self.port, self.host, self.proc.pid) or 0) > 0:
-            if time.monotonic() > deadline:
-                raise TimeoutError("nfacctd did not drain its socket")
-            time.sleep(0.02)
-        time.sleep(settle)
 
     def _children(self) -> list[int]:
         pid = self.proc.pid
@@ -331,13 +319,7 @@ class Nfacctd:
         if self.proc is None:
             return self.returncode or 0
         children = self._children()  # the plugin processes (the core forks them)
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self._terminate(signal.SIGINT, timeout)
         deadline = time.monotonic() + timeout
         for child in children:
             while self._running(child):
@@ -347,15 +329,6 @@ class Nfacctd:
                 time.sleep(0.02)
         self.returncode, self.proc = self.proc.returncode, None
         return self.returncode
-
-    def __enter__(self) -> "Nfacctd":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def log(self) -> str:
-        return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
 
     def records(self) -> list[dict]:
         """Rows of the print plugin's JSON output, one per aggregate and purge,
