@@ -20,6 +20,15 @@ test measures, per flap, how long the monitor took to see it (the kernel's
 RTM_NEWLINK for dr0, and the ``ip`` command, to the monitor's log line) and
 how many sequence numbers went missing.
 
+What DPDK 22.11's net_af_packet does here (and the asserts rely on): its link
+status never changes (link_update is a no-op; "up" from start to stop), so the
+monitor's kernel check (IFF_UP and carrier of /sys/class/net/dr0<id>) is what
+sees a flap. Frames the bundle put on link 0 between the down and its
+detection are not lost: they stay in dr0's PACKET_TX_RING (the PMD's sendto
+kick fails with ENETDOWN, counted in oerrors) and the kernel sends them with
+the first transmit after link 0 is back, behind link 1's frames. The test
+counts those as "held" and asserts that there is no other reordering.
+
 The scenario code here (topology, scripts, run, analysis, report) is also what
 ``bench/one2many_failover.py`` runs; only the asserts are the test's.
 """
@@ -497,7 +506,9 @@ class Scenario:
                     # Past the log line by more than one burst: the mask is out.
                     time.sleep(0.02)
                     f["l0_tx_after_detect"] = request(sock, "one2many.getstats", {"link": 0})["tx_packets"]
-                    f["dpdk_link_l0_down"] = request(sock, "ports")["l0"]["link"].get("up")
+                    l0 = request(sock, "ports")["l0"]
+                    f["dpdk_link_l0_down"] = l0["link"].get("up")
+                    f["l0_oerrors_at_down"] = l0["eth"]["oerrors"] - eth_l0[-1]["oerrors"]
                     f["carrier_dr0_down"] = _sysfs(t.dr0, "carrier")
                     f["operstate_dr0_down"] = _sysfs(t.dr0, "operstate")
                 _sleep_until(f["down_cmd_end"] + self.down_s)
@@ -607,8 +618,8 @@ def analyze(raw: dict) -> dict:
         v.sort()
     t_l0 = [x[0] for x in by_link[0]]
     t_l1 = [x[0] for x in by_link[1]]
-    # (send time, arrival time, link) of every frame that arrived > LATE_S after it was sent
-    late = sorted((send_time(s), t, ln) for t, ln, s in zip(t_rx, l_rx, s_rx) if t - send_time(s) > LATE_S)
+    # frames (receive index) that arrived more than LATE_S after they were sent
+    late = [i for i, (t, s) in enumerate(zip(t_rx, s_rx)) if t - send_time(s) > LATE_S]
 
     netlink, dr0 = raw.get("netlink", []), raw.get("dr0")
 
@@ -669,6 +680,8 @@ def analyze(raw: dict) -> dict:
         r["_win"] = (f["down_cmd"], ref_down, d_log, f["up_cmd"], u_log if u_log is not None
                      else f["up_cmd_end"], nxt)
         r["l0_oerrors"] = f.get("l0_oerrors")
+        # of which counted by the time the down was detected (the rest: at the up)
+        r["l0_oerrors_at_down"] = f.get("l0_oerrors_at_down")
         r["carrier_dr0_while_down"] = f"{f.get('carrier_dr0_down')}/{f.get('operstate_dr0_down')}"
         flaps.append(r)
 
@@ -685,12 +698,12 @@ def analyze(raw: dict) -> dict:
         r["held_max_ms"] = 0.0
     starts = [r["_win"][0] for r in flaps]
     top = -1
-    n_reordered = 0
-    for ta, ln, sq in zip(t_rx, l_rx, s_rx):    # the receiver socket's queue order
+    reordered: set[int] = set()
+    for i, (ta, ln, sq) in enumerate(zip(t_rx, l_rx, s_rx)):   # the receiver socket's queue order
         if sq > top:
             top = sq
             continue
-        n_reordered += 1
+        reordered.add(i)
         owner = next((r for r in flaps if ln == 0 and r["_win"][3] <= ta <= r["_win"][4] + 0.1), None)
         if owner is not None:
             owner["held"] += 1
@@ -699,7 +712,8 @@ def analyze(raw: dict) -> dict:
             flaps[max(bisect.bisect_right(starts, ta) - 1, 0)]["reordered_other"] += 1
     for r in flaps:
         del r["_win"]
-    late_in_order = len(late) - sum(1 for _ts, _ta, _ln, sq in late if sq in _reordered_set(s_rx))
+    late_in_order = sum(1 for i in late if i not in reordered)
+    late_max_ms = max((1e3 * (t_rx[i] - send_time(s_rx[i])) for i in late), default=0.0)
 
     first_flap = fl[0]["down_cmd"] - 0.01 if fl else float("inf")
     final = raw["final"]
@@ -711,8 +725,14 @@ def analyze(raw: dict) -> dict:
         "received": len(s_rx), "distinct": len(counts), "duplicates": sum(c - 1 for c in dups.values()),
         "dup_examples": sorted(dups)[:10], "unknown": unknown[:10],
         "lost": len(missing), "lost_baseline": bisect.bisect_left(miss_t, first_flap),
+        # where: before the bundle (S's veth, ds's af_packet RX ring: the
+        # worker did not poll in time) or in/after it (the failover itself)
+        "ingress_lost": max(0, n_sent - o2m["one"]["rx_packets"]),
+        "bundle_lost": max(0, o2m["one"]["rx_packets"] - len(counts)),
         "missing_examples": missing[:20],
-        "late": len(late), "late_held": sum(r["late_held"] for r in flaps),
+        "reordered": len(reordered), "held": sum(r["held"] for r in flaps),
+        "reordered_other": sum(r["reordered_other"] for r in flaps),
+        "late": len(late), "late_in_order": late_in_order, "late_max_ms": late_max_ms,
         "receiver_socket_drops": rx["socket_drops"], "receiver_other": rx["other"],
         "rx_per_link": {str(k): len(v) for k, v in by_link.items()},
         "log_downs": len(downs), "log_ups": len(ups), "log_link1": len(link1_events),
@@ -742,8 +762,8 @@ def report(an: dict) -> list[str]:
            f"{p['down_s'] * 1e3:.0f} ms down / {p['up_s'] * 1e3:.0f} ms up, "
            f"stream {p['rate']:.0f} pps (achieved {an['sender_rate']:.0f}), "
            f"monitor every {p['interval_ms']:g} ms",
-           " flap  det_down (from cmd)  det_up (from cmd)  first_l1  lost(dn/up)  budget  late(held)"
-           "  l0_oerrors  l0_rx_down  l0_tx_ctr  dpdk_l0  dr0 carrier/operstate"]
+           " flap  det_down (from cmd)  det_up (from cmd)  first_l1  lost(dn/up)  budget  held(max ms) reord"
+           "  l0_oerrors(dn)  l0_rx_down  l0_tx_ctr  dpdk_l0  dr0 carrier/operstate"]
 
     def ms(x):
         return "   -  " if x is None else f"{x:6.1f}"
@@ -755,7 +775,7 @@ def report(an: dict) -> list[str]:
         out.append(f" {r['k']:4d}  {ms(r['detect_down_ms'])}   {ms(r['detect_down_from_cmd_ms'])}  "
                    f"{ms(r['detect_up_ms'])}  {ms(r['detect_up_from_cmd_ms'])}    {ms(r['first_l1_ms'])}  "
                    f"{r['lost']:5d} ({r['lost_down']}/{r['lost_up']})  {r['in_flight_budget'] or 0:6d}  "
-                   f"{r['late']:4d} ({r['late_held']:3d})  {n(r['l0_oerrors'], 10)}  "
+                   f"{r['held']:4d} ({r['held_max_ms']:4.0f})  {r['reordered_other']:5d}  {n(r['l0_oerrors'], 5)} ({n(r['l0_oerrors_at_down'], 5)})  "
                    f"{n(r['l0_arrivals_down'], 10)}  {n(r['l0_tx_counter_while_down'], 9)}  "
                    f"{str(r['dpdk_link_l0_while_down']):>7}  {r['carrier_dr0_while_down']}")
     fl = an["flaps"]
@@ -768,11 +788,17 @@ def report(an: dict) -> list[str]:
         f"lost per flap: {_stats([r['lost'] for r in fl])}; at down {sum(r['lost_down'] for r in fl)},"
         f" at up {sum(r['lost_up'] for r in fl)}",
         f"sent {an['sent']}  received {an['received']} (distinct {an['distinct']})  "
-        f"lost {an['lost']} (before the first flap {an['lost_baseline']})  "
-        f"duplicates {an['duplicates']}  late (>{LATE_S * 1e3:.0f} ms) {an['late']}, of which held in "
-        f"dr0's TX ring over the down {an['late_held']} (longest {max([r['late_max_ms'] for r in fl] or [0]):.0f} ms)",
-        "timestamps: log lines are truncated to the ms; RTM_NEWLINK is stamped when a Python "
-        "thread reads it (can be ~1-2 ms late), so small negative detections are clock noise",
+        f"lost {an['lost']} (before the first flap {an['lost_baseline']}; before the bundle "
+        f"{an['ingress_lost']}, in or after it {an['bundle_lost']})  "
+        f"duplicates {an['duplicates']}  out of order {an['reordered']}: held in dr0's TX ring over "
+        f"a down and sent after the up {an['held']} (per flap: {_stats([r['held'] for r in fl])}), "
+        f"other {an['reordered_other']}",
+        f"late (> {LATE_S * 1e3:.0f} ms after sending) {an['late']}, of which in order (stalls, not "
+        f"the bundle) {an['late_in_order']}; longest {an['late_max_ms']:.0f} ms",
+        "timestamps: log lines are truncated to the ms; " + (
+            "RTM_NEWLINK is stamped when a Python thread reads it (can be ~1-2 ms late)"
+            if p["side"] == "root" else "the ip command ends after the change it makes")
+        + ", so small negative detections are clock noise",
         f"receiver: per link {an['rx_per_link']}, socket drops {an['receiver_socket_drops']}, "
         f"other frames {an['receiver_other']}; sender errors {an['sender_errors']}, "
         f"schedule slips {an['sender_slips']}",
@@ -841,12 +867,12 @@ def test_failover_bundle_survives_20_flaps_of_link0(tmp_path, flap_topo, file_pr
     assert not bad, f"frames sent on link 0 after its down was detected (flap, count): {bad}"
     ctr = [(r["k"], r["l0_tx_counter_while_down"]) for r in fl if r["l0_tx_counter_while_down"]]
     assert not ctr, f"link 0 tx_packets grew while it was down and detected (flap, count): {ctr}"
-    # Frames that arrived late were all ones the dataplane had put on link 0
-    # before it saw the down: dr0's af_packet TX ring keeps them (the kick
-    # fails with ENETDOWN) and the kernel sends them when dr0 is back up.
-    # Anything else late would be reordering the bundle caused.
-    assert an["late"] == an["late_held"], \
-        [(r["k"], r["late"], r["late_held"]) for r in fl if r["late"] != r["late_held"]]
+    # Frames out of order are all ones the dataplane put on link 0 before it
+    # saw the down: dr0's af_packet TX ring keeps them (the PMD's kick fails
+    # with ENETDOWN) and the kernel sends them once dr0 is up and the bundle
+    # transmits on it again. Any other reordering the bundle caused.
+    assert an["reordered_other"] == 0, \
+        [(r["k"], r["reordered_other"]) for r in fl if r["reordered_other"]]
     # ... and the stream did move to link 1 in every down window.
     assert all(r["first_l1_ms"] is not None for r in fl), [r["first_l1_ms"] for r in fl]
     # 4. The bundle: every change counted, link 1 kept it up the whole time.
@@ -861,12 +887,19 @@ def test_failover_bundle_survives_20_flaps_of_link0(tmp_path, flap_topo, file_pr
     #    loss is bounded by what was in flight between the down and its
     #    detection (plus one sender batch per flap).
     assert an["distinct"] + an["lost"] == an["sent"], an
+    #    Frames that never reached the bundle (the worker did not empty ds's
+    #    af_packet ring in time: a host stall, not the failover) are printed,
+    #    not held against it; they also make per-flap attribution impossible.
     budget = sum(r["in_flight_budget"] for r in fl)
-    print(f"[o2m-flap] lost {an['lost']} of {an['sent']} "
-          f"(bound: in-flight budget {budget} over {n} flaps)")
-    assert an["lost"] <= budget, f"lost {an['lost']} > in-flight budget {budget}"
-    over = [(r["k"], r["lost"], r["in_flight_budget"]) for r in fl if r["lost"] > r["in_flight_budget"]]
-    assert not over, f"flaps losing more than was in flight (flap, lost, budget): {over}"
+    print(f"[o2m-flap] lost {an['lost']} of {an['sent']}: before the bundle {an['ingress_lost']}, "
+          f"in or after it {an['bundle_lost']} (bound: in-flight budget {budget} over {n} flaps)")
+    assert an["bundle_lost"] <= budget, f"bundle lost {an['bundle_lost']} > in-flight budget {budget}"
+    if an["ingress_lost"] == 0:
+        over = [(r["k"], r["lost"], r["in_flight_budget"]) for r in fl if r["lost"] > r["in_flight_budget"]]
+        assert not over, f"flaps losing more than was in flight (flap, lost, budget): {over}"
+    else:
+        print(f"[o2m-flap] per-flap loss bound not checked: {an['ingress_lost']} frames were lost "
+              f"before the bundle (host stall), so gaps cannot be pinned on a flap")
     # 6. Sanity only on timing (shared, noisy machine).
     slow = [(r["k"], round(r["detect_down_ms"]), round(r["detect_up_ms"])) for r in fl
             if max(r["detect_down_ms"], r["detect_up_ms"]) > DETECT_SANITY_S * 1e3]
