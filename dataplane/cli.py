@@ -123,6 +123,18 @@ def run(config_path: str | None, duration: float | None, as_json: bool, quiet: b
             dp.start()
         except DataplaneError as e:
             _fail(str(e), 1)
+        # Metrics first: once the control socket exists, everything is up.
+        metrics = None
+        if cfg.metrics.enabled:
+            from .metrics import MetricsServer
+            host, _, mport = cfg.metrics.listen.rpartition(":")
+            metrics = MetricsServer(dp, host.strip("[]"), int(mport), cfg.metrics.interval_s)
+            try:
+                metrics.start()
+                dp.metrics_url = f"http://{metrics.host}:{metrics.port}/metrics"
+            except OSError as e:  # the dataplane runs on; only the endpoint is missing
+                log.warning("metrics endpoint %s not started: %s", cfg.metrics.listen, e.strerror)
+                metrics = None
         control = None
         if cfg.control.enabled:
             from .control import ControlServer
@@ -136,17 +148,6 @@ def run(config_path: str | None, duration: float | None, as_json: bool, quiet: b
                 control = None
                 dp.request_stop()
                 _fail_later.append(f"control socket: {e}")
-        metrics = None
-        if cfg.metrics.enabled:
-            from .metrics import MetricsServer
-            host, _, mport = cfg.metrics.listen.rpartition(":")
-            metrics = MetricsServer(dp, host.strip("[]"), int(mport), cfg.metrics.interval_s)
-            try:
-                metrics.start()
-                dp.metrics_url = f"http://{metrics.host}:{metrics.port}/metrics"
-            except OSError as e:  # the dataplane runs on; only the endpoint is missing
-                log.warning("metrics endpoint %s not started: %s", cfg.metrics.listen, e.strerror)
-                metrics = None
         ready_at = _seconds_since_process_start()
         sd_notify("READY=1")
         log.info("ready %.2f s after process start", ready_at)
