@@ -145,6 +145,10 @@ class Dataplane:
         self._built = False
         self.metrics_url: str | None = None  # set by whoever serves metrics
         self.config_path: str | None = None  # where cfg came from (reload re-reads it)
+        # Held by snapshot() and by teardown: counters are never read from
+        # workers or ports that are being freed (metrics and control read
+        # from their own threads).
+        self._teardown_lock = threading.RLock()
         self._reload_lock = threading.Lock()
 
     def reload(self, path: str | None = None) -> list[str]:
@@ -313,6 +317,12 @@ class Dataplane:
         return False
 
     def snapshot(self) -> Snapshot:
+        with self._teardown_lock:
+            if not self._worker_handles and self.workers:
+                raise WorkerError("the dataplane is stopped: its counters are gone")
+            return self._snapshot()
+
+    def _snapshot(self) -> Snapshot:
         snap = Snapshot(time=time.monotonic())
         hz = native.tsc_hz()
         totals = {"rx": 0, "tx": 0, "injected": 0, "punted": 0, "dropped": 0,
@@ -388,9 +398,10 @@ class Dataplane:
                 native.port_stop(p.port_id)
             except native.DataplaneError as e:
                 log.warning("%s", e)
-        for h in self._worker_handles:
+        with self._teardown_lock:
+            handles, self._worker_handles = self._worker_handles, []
+        for h in handles:
             native.worker_destroy(h)
-        self._worker_handles.clear()
         for c in self.controllers:
             if hasattr(c, "close"):
                 c.close()

@@ -178,9 +178,11 @@ class MetricsServer:
         self._server = None
 
     def start(self) -> None:
-        self.collector.start()
+        # The socket first: if the port is taken nothing has started, so
+        # nothing is left running to read a dataplane that is being torn down.
         self._server, _ = start_http_server(self.port, addr=self.host, registry=self.registry)
         self.port = self._server.server_port
+        self.collector.start()
         log.info("metrics on http://%s:%d/metrics", self.host, self.port)
 
     def stop(self) -> None:
