@@ -205,10 +205,58 @@ static inline uint32_t flow_hash(const struct rte_mbuf *m)
     return h;
 }
 
-static inline void link_tx(struct dp_o2m_link_stats *s, uint32_t len)
+static inline void link_tx(struct dp_o2m_link_stats *s, uint64_t packets,
+                           uint64_t octets)
 {
-    s->tx_packets++;
-    s->tx_octets += len;
+    s->tx_packets += packets;
+    s->tx_octets += octets;
+}
+
+/* Send each link its share of the burst: pkts[i] goes to link[i]. A
+ * counting sort keeps the burst's order within a link, then one bulk emit
+ * per link. Returns the burst's octets. */
+static inline uint64_t emit_by_link(struct one2many *o, struct dp_worker *w,
+                                struct rte_mbuf **pkts, const uint8_t *link,
+                                uint16_t n)
+{
+    const struct dp_o2m *b = o->b;
+    struct rte_mbuf *sorted[DP_BURST];
+    uint16_t count[DP_O2M_MAX_LINKS] = {0}, start[DP_O2M_MAX_LINKS];
+    uint64_t octets[DP_O2M_MAX_LINKS] = {0};
+    uint16_t i, j, pos = 0;
+    uint64_t total = 0;
+
+    for (i = 0; i < n; i++) {
+        count[link[i]]++;
+        octets[link[i]] += rte_pktmbuf_pkt_len(pkts[i]);
+    }
+    for (j = 0; j < o->n_active; j++) {
+        start[o->active[j]] = pos;
+        pos += count[o->active[j]];
+    }
+    for (i = 0; i < n; i++)
+        sorted[start[link[i]]++] = pkts[i];
+    for (j = 0, pos = 0; j < o->n_active; j++) {
+        uint8_t l = o->active[j];
+
+        if (count[l] == 0)
+            continue;
+        link_tx(&o->many[l], count[l], octets[l]);
+        dp_emit_bulk(w, b->many_port[l], &sorted[pos], count[l]);
+        pos += count[l];
+        total += octets[l];
+    }
+    return total;
+}
+
+static inline uint64_t burst_octets(struct rte_mbuf **pkts, uint16_t n)
+{
+    uint64_t octets = 0;
+    uint16_t i;
+
+    for (i = 0; i < n; i++)
+        octets += rte_pktmbuf_pkt_len(pkts[i]);
+    return octets;
 }
 
 static uint16_t one2many_process(struct dp_stage *st, struct rte_mbuf **pkts,
@@ -218,8 +266,8 @@ static uint16_t one2many_process(struct dp_stage *st, struct rte_mbuf **pkts,
     const struct dp_o2m *b = o->b;
     struct dp_worker *w = st->w;
     uint16_t port = w->rx_port, i, j;
-    uint8_t link;
-    uint64_t mask;
+    uint8_t link, links[DP_BURST];
+    uint64_t mask, octets;
 
     if (unlikely(b == NULL))
         return n;
@@ -228,66 +276,74 @@ static uint16_t one2many_process(struct dp_stage *st, struct rte_mbuf **pkts,
         if (link == 0xff)
             return n; /* not ours: the next stage decides */
         /* many -> one */
-        for (i = 0; i < n; i++) {
-            uint32_t len = rte_pktmbuf_pkt_len(pkts[i]);
-            o->many[link].rx_packets++;
-            o->many[link].rx_octets += len;
-            link_tx(&o->one, len);
-        }
+        octets = burst_octets(pkts, n);
+        o->many[link].rx_packets += n;
+        o->many[link].rx_octets += octets;
+        link_tx(&o->one, n, octets);
         dp_emit_bulk(w, b->one_port, pkts, n);
         return 0;
     }
 
     /* one -> many */
-    for (i = 0; i < n; i++) {
-        o->one.rx_packets++;
-        o->one.rx_octets += rte_pktmbuf_pkt_len(pkts[i]);
-    }
     mask = __atomic_load_n(&b->enabled, __ATOMIC_ACQUIRE);
     if (unlikely(mask != o->mask))
         rebuild_active(o, mask);
+    o->one.rx_packets += n;
     if (unlikely(o->n_active == 0)) {
+        o->one.rx_octets += burst_octets(pkts, n);
         for (i = 0; i < n; i++)
             dp_drop(st, pkts[i], DP_DROP_NO_ACTIVE_LINK);
         return 0;
     }
     switch (__atomic_load_n(&b->xmit, __ATOMIC_RELAXED)) {
     case DP_O2M_XMIT_FAILOVER:
+        octets = burst_octets(pkts, n);
+        o->one.rx_octets += octets;
         link = o->active[0];
-        for (i = 0; i < n; i++)
-            link_tx(&o->many[link], rte_pktmbuf_pkt_len(pkts[i]));
+        link_tx(&o->many[link], n, octets);
         dp_emit_bulk(w, b->many_port[link], pkts, n);
         break;
     case DP_O2M_XMIT_ALL:
-        for (i = 0; i < n; i++) {
-            struct rte_mbuf *m = pkts[i];
-            uint32_t len = rte_pktmbuf_pkt_len(m);
-
-            if (o->n_active > 1)
-                rte_pktmbuf_refcnt_update(m, o->n_active - 1);
-            for (j = 0; j < o->n_active; j++) {
-                link = o->active[j];
-                link_tx(&o->many[link], len);
-                dp_emit(w, b->many_port[link], m);
-            }
+        /* One mbuf for every link: the packet is not modified, so its
+         * reference count goes up instead of copies being made. */
+        octets = burst_octets(pkts, n);
+        o->one.rx_octets += octets;
+        if (o->n_active > 1)
+            for (i = 0; i < n; i++)
+                rte_pktmbuf_refcnt_update(pkts[i], o->n_active - 1);
+        for (j = 0; j < o->n_active; j++) {
+            link = o->active[j];
+            link_tx(&o->many[link], n, octets);
+            dp_emit_bulk(w, b->many_port[link], pkts, n);
         }
         break;
     case DP_O2M_XMIT_HASH:
-        for (i = 0; i < n; i++) {
-            link = o->active[flow_hash(pkts[i]) % o->n_active];
-            link_tx(&o->many[link], rte_pktmbuf_pkt_len(pkts[i]));
-            dp_emit(w, b->many_port[link], pkts[i]);
-        }
+        for (i = 0; i < n; i++)
+            links[i] = o->active[flow_hash(pkts[i]) % o->n_active];
+        o->one.rx_octets += emit_by_link(o, w, pkts, links, n);
         break;
-    default: /* round-robin, packet by packet as the seed does */
-        for (i = 0; i < n; i++) {
-            link = o->active[o->next];
-            if (++o->next == o->n_active)
-                o->next = 0;
-            link_tx(&o->many[link], rte_pktmbuf_pkt_len(pkts[i]));
-            dp_emit(w, b->many_port[link], pkts[i]);
+    default: { /* round-robin, packet by packet as the seed does */
+        /* Packet i goes to active[(next + i) % n_active], so the packets
+         * from offset s on, every n_active-th, share one link. */
+        struct rte_mbuf *share[DP_BURST];
+        const uint16_t na = o->n_active;
+
+        for (j = 0; j < na && j < n; j++) {
+            uint16_t k = 0;
+
+            octets = 0;
+            for (i = j; i < n; i += na) {
+                share[k++] = pkts[i];
+                octets += rte_pktmbuf_pkt_len(pkts[i]);
+            }
+            link = o->active[(o->next + j) % na];
+            link_tx(&o->many[link], k, octets);
+            o->one.rx_octets += octets;
+            dp_emit_bulk(w, b->many_port[link], share, k);
         }
+        o->next = (uint16_t)((o->next + n) % na);
         break;
+    }
     }
     return 0;
 }
