@@ -113,6 +113,8 @@ struct rte_mempool *dp_pool_mempool(struct dp_pool *pool);
 void *dp_table_alloc(size_t size, int socket);
 void dp_table_free(void *p, size_t size);
 void dp_txbuf_flush(struct dp_worker *w, uint16_t port);
+void dp_tx_send(struct dp_worker *w, uint16_t port, struct rte_mbuf **pkts,
+                uint16_t n);
 
 static inline void dp_drop(struct dp_stage *st, struct rte_mbuf *m,
                            enum dp_drop_reason reason)
@@ -157,8 +159,16 @@ static inline void dp_emit_bulk(struct dp_worker *w, uint16_t out_port,
         return;
     }
     tb = &w->tx[out_port];
-    if (tb->n == 0)
+    if (tb->n == 0) {
+        /* Nothing waiting for this port and a burst's worth to send: send it
+         * from the caller's array now, as testpmd's io mode does (no copy,
+         * no flush later). Smaller pieces wait to be batched. */
+        if (n >= DP_BURST / 2) {
+            dp_tx_send(w, out_port, pkts, n);
+            return;
+        }
         w->dirty[w->n_dirty++] = out_port;
+    }
     while (n) {
         uint16_t room = DP_TXBUF_SIZE - tb->n, k = RTE_MIN(room, n);
 

@@ -230,27 +230,35 @@ void dp_worker_notify(struct dp_worker *w)
 
 /* ---- the burst loop ------------------------------------------------------- */
 
-void dp_txbuf_flush(struct dp_worker *w, uint16_t port)
+void dp_tx_send(struct dp_worker *w, uint16_t port, struct rte_mbuf **pkts,
+                uint16_t n)
 {
     struct dp_txbuf *tb = &w->tx[port];
     uint16_t sent;
 
     if (unlikely(tb->shared)) {
         rte_spinlock_lock(&dp_port_txlock[port][tb->queue]);
-        sent = rte_eth_tx_burst(port, tb->queue, tb->pkts, tb->n);
+        sent = rte_eth_tx_burst(port, tb->queue, pkts, n);
         rte_spinlock_unlock(&dp_port_txlock[port][tb->queue]);
     } else {
-        sent = rte_eth_tx_burst(port, tb->queue, tb->pkts, tb->n);
+        sent = rte_eth_tx_burst(port, tb->queue, pkts, n);
     }
     w->stats.tx += sent;
     w->port_stats[port].tx += sent;
-    if (unlikely(sent < tb->n)) {
-        uint16_t lost = tb->n - sent;
-        rte_pktmbuf_free_bulk(&tb->pkts[sent], lost);
+    if (unlikely(sent < n)) {
+        uint16_t lost = n - sent;
+        rte_pktmbuf_free_bulk(&pkts[sent], lost);
         w->stats.drops[DP_DROP_TX_FULL] += lost;
         w->stats.dropped += lost;
         w->port_stats[port].tx_dropped += lost;
     }
+}
+
+void dp_txbuf_flush(struct dp_worker *w, uint16_t port)
+{
+    struct dp_txbuf *tb = &w->tx[port];
+
+    dp_tx_send(w, port, tb->pkts, tb->n);
     tb->n = 0;
 }
 
