@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -22,12 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
-MAIN_CPU, WORKER_CPU = 0, 1
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import MAIN_CPU, Testpmd, WORKER_CPU, last_json, remove_runtime_dir, unique_prefix  # noqa: E402
+
 MEMORY_MB = 512
 TESTPMD_MBUFS, DP_MBUFS = 16384, 16383
 DP_BURST = 32  # native/dp_internal.h
 WARMUP_S = 1.0  # testpmd: forwarding time before the first counter read
-DPDK_RUN = Path("/var/run/dpdk")
 RESULT_MARK = "IO_FORWARD_RESULT "
 
 PEERS = {  # key -> what the table calls it
@@ -62,90 +62,20 @@ stage = "xconnect"
 map = {{ a = "b", b = "a" }}
 """
 
-_seq = 0
-
-
-def unique_prefix(tag: str) -> str:
-    global _seq
-    _seq += 1
-    return f"iofwd_{tag}_{os.getpid()}_{_seq}"
-
-
-def remove_runtime_dir(prefix: str) -> None:
-    shutil.rmtree(DPDK_RUN / prefix, ignore_errors=True)
-
-
 # ---- testpmd -----------------------------------------------------------------
-
-PROMPT = "testpmd> "
-PORT_STATS = re.compile(r"NIC statistics for port (\d+)\s+#+\s+RX-packets:\s+(\d+).*?"
-                        r"TX-packets:\s+(\d+)", re.S)
-
-
-class Testpmd:
-    """dpdk-testpmd -i fed through stdin; its (line-buffered) stdout goes to a file
-    that we poll for prompts, so every command's completion is observed."""
-
-    def __init__(self, workdir: Path, prefix: str):
-        self.log = workdir / f"{prefix}.out"
-        cmd = ["stdbuf", "-oL", "dpdk-testpmd", "-l", f"{MAIN_CPU},{WORKER_CPU}", "--no-huge",
-               "-m", str(MEMORY_MB), "--no-pci", "--file-prefix", prefix,
-               "--vdev", "net_null0", "--vdev", "net_null1", "--",
-               "--forward-mode=io", f"--total-num-mbufs={TESTPMD_MBUFS}", "-i"]
-        with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out,
-                                         stderr=subprocess.STDOUT, text=True)
-        self._wait_prompts(1, timeout=60)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def _wait_prompts(self, n: int, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while (text := self.text()).count(PROMPT) < n:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"testpmd: no prompt #{n}; output:\n{text[-3000:]}")
-            time.sleep(0.001)
-        return text
-
-    def command(self, line: str, timeout: float = 30) -> tuple[float, str]:
-        """Run one command; return (mid-time between send and prompt, its output)."""
-        n = self.text().count(PROMPT)
-        t0 = time.monotonic()
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        text = self._wait_prompts(n + 1, timeout)
-        t1 = time.monotonic()
-        return (t0 + t1) / 2, text.split(PROMPT)[n]
-
-    def port_stats(self) -> tuple[float, dict[int, tuple[int, int]]]:
-        t, out = self.command("show port stats all")
-        stats = {int(p): (int(rx), int(tx)) for p, rx, tx in PORT_STATS.findall(out)}
-        if set(stats) != {0, 1}:
-            raise RuntimeError(f"testpmd: cannot parse port stats from:\n{out}")
-        return t, stats
-
-    def close(self) -> None:
-        try:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.close()
-            self.proc.wait(30)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
-            self.proc.wait()
-
 
 def run_testpmd(workdir: Path, duration: float) -> dict:
     prefix = unique_prefix("testpmd")
     tp = None
     try:
-        tp = Testpmd(workdir, prefix)
+        tp = Testpmd(workdir, prefix, ["net_null0", "net_null1"], memory_mb=MEMORY_MB,
+                     mbufs=TESTPMD_MBUFS)
         _, started = tp.command("start")
         burst = re.search(r"packets/burst=(\d+)", started)
         time.sleep(WARMUP_S)
-        t1, s1 = tp.port_stats()
+        t1, s1 = tp.port_stats({0, 1})
         time.sleep(duration)
-        t2, s2 = tp.port_stats()
+        t2, s2 = tp.port_stats({0, 1})
         tp.command("stop")
     finally:
         if tp is not None:
@@ -166,20 +96,6 @@ def write_config(workdir: Path, tag: str) -> tuple[Path, str]:
     path.write_text(CONFIG.format(worker=WORKER_CPU, main=MAIN_CPU, memory=MEMORY_MB,
                                   prefix=prefix, mbufs=DP_MBUFS))
     return path, prefix
-
-
-def last_json(out: str) -> dict:
-    """The last JSON object in ``out`` that starts a line (EAL logs share stdout)."""
-    dec = json.JSONDecoder()
-    found = None
-    for m in re.finditer(r"^\{", out, re.M):
-        try:
-            found = dec.raw_decode(out, m.start())[0]
-        except json.JSONDecodeError:
-            pass
-    if found is None:
-        raise RuntimeError(f"no JSON in output:\n{out[-3000:]}")
-    return found
 
 
 def run_checked(cmd: list[str], timeout: float) -> str:

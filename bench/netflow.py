@@ -29,8 +29,9 @@ import threading
 import time
 from pathlib import Path
 
-MAIN_CPU, WORKER_CPU = 0, 1
-DPDK_RUN = Path("/var/run/dpdk")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DPDK_RUN, MAIN_CPU, WORKER_CPU, unique_prefix  # noqa: E402
+
 RESULT_MARK = "NETFLOW_BENCH_RESULT "
 PCAP_DIR = Path("/tmp")
 TIMEOUT_S = 3600               # active and inactive: nothing expires during a run
@@ -85,13 +86,6 @@ scan_budget = 1024
 export = {{ version = 5, collectors = ["127.0.0.1:{port}"] }}
 """
 
-_seq = 0
-
-
-def unique_prefix(tag: str) -> str:
-    global _seq
-    _seq += 1
-    return f"nfbench_{tag}_{os.getpid()}_{_seq}"
 
 
 # ---- traffic -----------------------------------------------------------------

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -26,12 +25,13 @@ import tempfile
 import time
 from pathlib import Path
 
-MAIN_CPU, WORKER_CPU = 0, 1
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import MAIN_CPU, Testpmd, WORKER_CPU, last_json, remove_runtime_dir, unique_prefix  # noqa: E402
+
 MEMORY_MB = 1024
 TESTPMD_MBUFS, DP_MBUFS = 16384, 16383
 DP_BURST = 32  # native/dp_internal.h
 WARMUP_S = 1.0  # testpmd: forwarding time before the first counter read
-DPDK_RUN = Path("/var/run/dpdk")
 
 # key -> (label, links, our xmit, bonding mode, what the bond mode is called)
 SCENARIOS = {
@@ -98,17 +98,6 @@ def bond_spec(key: str) -> str:
     return spec
 
 
-_seq = 0
-
-
-def unique_prefix(tag: str) -> str:
-    global _seq
-    _seq += 1
-    return f"o2m_{tag}_{os.getpid()}_{_seq}"
-
-
-def remove_runtime_dir(prefix: str) -> None:
-    shutil.rmtree(DPDK_RUN / prefix, ignore_errors=True)
 
 
 def thread_cpu_ns(pid: int) -> dict[int, int]:
@@ -152,68 +141,10 @@ def wait_spinning(proc: subprocess.Popen, timeout: float, step: float = 0.1):
 
 # ---- testpmd + net_bonding ---------------------------------------------------------
 
-PROMPT = "testpmd> "
-PORT_STATS = re.compile(r"NIC statistics for port (\d+)\s+#+\s+RX-packets:\s+(\d+).*?"
-                        r"TX-packets:\s+(\d+)", re.S)
 PORT_INFO = re.compile(r"Infos for port (\d+)\s+\*+\s+MAC address:[^\n]*\n"
                        r"Device name:\s*(\S+)\s*\nDriver name:\s*(\S+)\s*\n"
                        r"(?:Firmware-version:[^\n]*\n)?Devargs:[ \t]*([^\n]*)")
 STREAM = re.compile(r"RX P=(\d+)/Q=\d+ \(socket \d+\) -> TX P=(\d+)/Q=\d+")
-
-
-class Testpmd:
-    """dpdk-testpmd -i fed through stdin; its (line-buffered) stdout goes to a file
-    that we poll for prompts, so every command's completion is observed."""
-
-    def __init__(self, workdir: Path, prefix: str, vdevs: list[str], portmask: int):
-        self.log = workdir / f"{prefix}.out"
-        self.cmd = ["stdbuf", "-oL", "dpdk-testpmd", "-l", f"{MAIN_CPU},{WORKER_CPU}",
-                    "--no-huge", "-m", str(MEMORY_MB), "--no-pci", "--file-prefix", prefix]
-        for v in vdevs:
-            self.cmd += ["--vdev", v]
-        self.cmd += ["--", "--forward-mode=io", f"--total-num-mbufs={TESTPMD_MBUFS}",
-                     f"--portmask={portmask:#x}", "-i"]
-        with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=out,
-                                         stderr=subprocess.STDOUT, text=True)
-        self._wait_prompts(1, timeout=60)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def _wait_prompts(self, n: int, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while (text := self.text()).count(PROMPT) < n:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"testpmd: no prompt #{n}; output:\n{text[-3000:]}")
-            time.sleep(0.001)
-        return text
-
-    def command(self, line: str, timeout: float = 30) -> tuple[float, str]:
-        """Run one command; return (mid-time between send and prompt, its output)."""
-        n = self.text().count(PROMPT)
-        t0 = time.monotonic()
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        text = self._wait_prompts(n + 1, timeout)
-        t1 = time.monotonic()
-        return (t0 + t1) / 2, text.split(PROMPT)[n]
-
-    def port_stats(self, ports: set[int]) -> tuple[float, dict[int, tuple[int, int]]]:
-        t, out = self.command("show port stats all")
-        stats = {int(p): (int(rx), int(tx)) for p, rx, tx in PORT_STATS.findall(out)}
-        if not ports <= set(stats):
-            raise RuntimeError(f"testpmd: cannot parse port stats from:\n{out}")
-        return t, stats
-
-    def close(self) -> None:
-        try:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.close()
-            self.proc.wait(30)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
-            self.proc.wait()
 
 
 def run_bond(workdir: Path, key: str, duration: float, direction: str, backup_rx: bool) -> dict:
@@ -225,7 +156,8 @@ def run_bond(workdir: Path, key: str, duration: float, direction: str, backup_rx
     prefix = unique_prefix("bond")
     tp = None
     try:
-        tp = Testpmd(workdir, prefix, devs + [bond_spec(key)], (1 << one_id) | (1 << bond_id))
+        tp = Testpmd(workdir, prefix, devs + [bond_spec(key)], memory_mb=MEMORY_MB,
+                     mbufs=TESTPMD_MBUFS, portmask=(1 << one_id) | (1 << bond_id))
         _, info = tp.command("show port info all")
         ports = {int(p): {"device": d, "driver": drv, "devargs": a.strip()}
                  for p, d, drv, a in PORT_INFO.findall(info)}
@@ -287,20 +219,6 @@ def write_config(workdir: Path, key: str, direction: str, backup_rx: bool) -> tu
     path = workdir / f"{prefix}.toml"
     path.write_text(text)
     return path, prefix
-
-
-def last_json(out: str) -> dict:
-    """The last JSON object in ``out`` that starts a line (EAL logs share stdout)."""
-    dec = json.JSONDecoder()
-    found = None
-    for m in re.finditer(r"^\{", out, re.M):
-        try:
-            found = dec.raw_decode(out, m.start())[0]
-        except json.JSONDecodeError:
-            pass
-    if found is None:
-        raise RuntimeError(f"no JSON in output:\n{out[-3000:]}")
-    return found
 
 
 def run_ours(workdir: Path, key: str, duration: float, direction: str, backup_rx: bool) -> dict:

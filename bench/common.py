@@ -1,0 +1,102 @@
+"""What the benchmarks share: run prefixes, DPDK's runtime directories, the
+testpmd driver, and reading the dataplane's JSON out of mixed output."""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+DPDK_RUN = Path("/var/run/dpdk")
+MAIN_CPU, WORKER_CPU = 0, 1
+_seq = itertools.count(1)
+
+
+def unique_prefix(tag: str) -> str:
+    """A --file-prefix no other run (of any benchmark) uses."""
+    return f"bench_{tag}_{os.getpid()}_{next(_seq)}"
+
+
+def remove_runtime_dir(prefix: str) -> None:
+    """testpmd leaves /var/run/dpdk/<prefix> behind; the dataplane does not."""
+    shutil.rmtree(DPDK_RUN / prefix, ignore_errors=True)
+
+
+def last_json(out: str) -> dict:
+    """The last JSON object in ``out`` that starts a line (EAL logs share stdout)."""
+    dec = json.JSONDecoder()
+    found = None
+    for m in re.finditer(r"^\{", out, re.M):
+        try:
+            found = dec.raw_decode(out, m.start())[0]
+        except json.JSONDecodeError:
+            pass
+    if found is None:
+        raise RuntimeError(f"no JSON in output:\n{out[-3000:]}")
+    return found
+
+
+PROMPT = "testpmd> "
+PORT_STATS = re.compile(r"NIC statistics for port (\d+)\s+#+\s+RX-packets:\s+(\d+).*?"
+                        r"TX-packets:\s+(\d+)", re.S)
+
+
+class Testpmd:
+    """dpdk-testpmd -i fed through stdin; its (line-buffered) stdout goes to a file
+    that we poll for prompts, so every command's completion is observed."""
+
+    def __init__(self, workdir: Path, prefix: str, vdevs: list[str], *, memory_mb: int,
+                 mbufs: int, portmask: int | None = None):
+        self.log = workdir / f"{prefix}.out"
+        self.cmd = ["stdbuf", "-oL", "dpdk-testpmd", "-l", f"{MAIN_CPU},{WORKER_CPU}",
+                    "--no-huge", "-m", str(memory_mb), "--no-pci", "--file-prefix", prefix]
+        for v in vdevs:
+            self.cmd += ["--vdev", v]
+        self.cmd += ["--", "--forward-mode=io", f"--total-num-mbufs={mbufs}", "-i"]
+        if portmask is not None:
+            self.cmd.insert(-1, f"--portmask={portmask:#x}")
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=out,
+                                         stderr=subprocess.STDOUT, text=True)
+        self._wait_prompts(1, timeout=60)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def _wait_prompts(self, n: int, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while (text := self.text()).count(PROMPT) < n:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"testpmd: no prompt #{n}; output:\n{text[-3000:]}")
+            time.sleep(0.001)
+        return text
+
+    def command(self, line: str, timeout: float = 30) -> tuple[float, str]:
+        """Run one command; return (mid-time between send and prompt, its output)."""
+        n = self.text().count(PROMPT)
+        t0 = time.monotonic()
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        text = self._wait_prompts(n + 1, timeout)
+        t1 = time.monotonic()
+        return (t0 + t1) / 2, text.split(PROMPT)[n]
+
+    def port_stats(self, ports: set[int]) -> tuple[float, dict[int, tuple[int, int]]]:
+        t, out = self.command("show port stats all")
+        stats = {int(p): (int(rx), int(tx)) for p, rx, tx in PORT_STATS.findall(out)}
+        if not ports <= set(stats):
+            raise RuntimeError(f"testpmd: cannot parse port stats from:\n{out}")
+        return t, stats
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            self.proc.wait(30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
