@@ -97,6 +97,7 @@ int dp_eal_init(int argc, char **argv)
         return -err;
     }
     dp_tsc_hz();
+    dp_telemetry_register();
     return rc;
 }
 

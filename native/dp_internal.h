@@ -112,6 +112,9 @@ const struct dp_stage_ops *dp_stage_ops_find(const char *kind);
 struct rte_mempool *dp_pool_mempool(struct dp_pool *pool);
 void *dp_table_alloc(size_t size, int socket);
 void dp_table_free(void *p, size_t size);
+void dp_telemetry_register(void);
+void dp_telemetry_add(struct dp_worker *w);
+void dp_telemetry_remove(struct dp_worker *w);
 void dp_txbuf_flush(struct dp_worker *w, uint16_t port);
 void dp_tx_send(struct dp_worker *w, uint16_t port, struct rte_mbuf **pkts,
                 uint16_t n);

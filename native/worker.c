@@ -84,6 +84,7 @@ int dp_worker_create(unsigned id, int socket, struct dp_pool *pool,
         dp_worker_destroy(w);
         return -err;
     }
+    dp_telemetry_add(w);
     *out = w;
     return 0;
 }
@@ -105,6 +106,7 @@ void dp_worker_destroy(struct dp_worker *w)
 
     if (w == NULL)
         return;
+    dp_telemetry_remove(w);
     for (i = 0; i < DP_MAX_PORTS; i++) {
         struct dp_txbuf *tb = &w->tx[i];
         rte_pktmbuf_free_bulk(tb->pkts, tb->n);

@@ -184,3 +184,30 @@ def test_commands_run_on_the_worker_thread(file_prefix):
     with running(cfg) as dp:
         names = dp.on_all_workers(lambda w: threading.current_thread().name)
     assert names == ["dp-worker-0", "dp-worker-1"]
+
+
+def test_counters_appear_in_dpdk_telemetry(file_prefix):
+    """dpdk-telemetry.py's socket answers /dataplane/stats and /dataplane/workers."""
+    import json
+    import socket
+
+    cfg = vdev_config(file_prefix, port("a", "net_null0") + port("b", "net_null1") +
+                      xconnect({"a": "b", "b": "a"}))
+    def query(cmd: str) -> dict:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+            s.connect(f"/var/run/dpdk/{file_prefix}/dpdk_telemetry.v2")
+            json.loads(s.recv(16384))  # the greeting
+            s.send(cmd.encode())
+            return json.loads(s.recv(65536))[cmd]
+
+    with running(cfg) as dp:
+        time.sleep(0.3)
+        live = query("/dataplane/stats")
+        assert live["workers"] == 1 and live["tx"] > 0
+        dp.stop_workers()  # final counters: telemetry and Python must agree exactly
+        stats, workers = query("/dataplane/stats"), query("/dataplane/workers")
+        ours = dp.snapshot().totals
+    assert (stats["rx"], stats["tx"], stats["dropped"]) == (ours["rx"], ours["tx"], ours["dropped"])
+    assert stats["rx"] == stats["tx"] + stats["dropped"]
+    assert set(workers) == {"worker0"} and workers["worker0"]["rx"] == ours["rx"]
+    assert "drop_tx_full" in stats and "drop_no_egress" in stats
