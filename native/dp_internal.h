@@ -87,6 +87,8 @@ struct dp_worker {
     uint16_t n_stages;
     uint16_t n_dirty;
     uint16_t rx_port; /* input port of the burst being processed */
+    uint8_t measuring; /* this loop is sampled for cycle accounting */
+    uint64_t inline_tx_cycles; /* tx sent from inside a stage, this call */
     struct dp_rxq rxq[DP_MAX_RXQ_PER_WORKER];
     struct dp_stage *stages[DP_MAX_STAGES];
     uint16_t dirty[DP_MAX_PORTS];

@@ -238,6 +238,8 @@ void dp_tx_send(struct dp_worker *w, uint16_t port, struct rte_mbuf **pkts,
     struct dp_txbuf *tb = &w->tx[port];
     uint16_t sent;
 
+    uint64_t t0 = w->measuring ? rte_rdtsc() : 0;
+
     if (unlikely(tb->shared)) {
         rte_spinlock_lock(&dp_port_txlock[port][tb->queue]);
         sent = rte_eth_tx_burst(port, tb->queue, pkts, n);
@@ -245,6 +247,8 @@ void dp_tx_send(struct dp_worker *w, uint16_t port, struct rte_mbuf **pkts,
     } else {
         sent = rte_eth_tx_burst(port, tb->queue, pkts, n);
     }
+    if (w->measuring)  /* the driver's time is port-tx's, not the stage's */
+        w->inline_tx_cycles += rte_rdtsc() - t0;
     w->stats.tx += sent;
     w->port_stats[port].tx += sent;
     if (unlikely(sent < n)) {
@@ -294,14 +298,16 @@ static inline uint64_t run_pipeline(struct dp_worker *w,
         struct dp_stage *st = w->stages[i];
         uint16_t in = n;
 
+        w->inline_tx_cycles = 0;
         n = st->ops->process(st, pkts, n);
         st->stats.calls++;
         st->stats.packets += in;
         st->stats.passed += n;
         if (measure) {
             uint64_t t1 = rte_rdtsc();
-            st->stats.cycles += t1 - t;
+            st->stats.cycles += t1 - t - w->inline_tx_cycles;
             st->stats.sampled_packets += in;
+            w->stats.tx_cycles += w->inline_tx_cycles;
             t = t1;
         }
     }
@@ -357,6 +363,7 @@ int dp_worker_poll(struct dp_worker *w, uint64_t budget_us)
     for (;;) {
         const uint64_t loop_start = t;
         const int measure = (w->stats.loops & w->sample_mask) == 0;
+        w->measuring = measure;
         uint32_t moved = 0;
         uint16_t q;
 
@@ -388,6 +395,7 @@ int dp_worker_poll(struct dp_worker *w, uint64_t budget_us)
                 flush_dirty(w);
             }
         }
+        w->measuring = 0; /* flushes below belong to no stage */
         if (unlikely(rte_ring_count(w->inject_ring))) {
             moved += drain_inject(w);
             flush_dirty(w);
