@@ -138,11 +138,9 @@ class Dataplane:
         self.pools: dict[int, object] = {}
         self._worker_handles: list = []
         self._punt_handlers: list[PuntHandler] = []
-        self.punted_to_python: dict[int, int] = {}
         self.controllers: list = []   # the Python side of stages (netflow, one2many)
         self.reasons = native.drop_reasons()
         self.running = False
-        self._built = False
         self.metrics_url: str | None = None  # set by whoever serves metrics
         self.config_path: str | None = None  # where cfg came from (reload re-reads it)
         # Held by snapshot() and by teardown: counters are never read from
@@ -257,7 +255,6 @@ class Dataplane:
             self._build_workers()
             for p in self.ports:
                 native.port_start(p.port_id)
-            self._built = True
             for c in self.controllers:
                 c.start()
             for w in self.workers:
@@ -281,7 +278,6 @@ class Dataplane:
         self._punt_handlers.append(handler)
 
     def _on_punt(self, worker: Worker, port_id: int, data: bytes) -> None:
-        self.punted_to_python[port_id] = self.punted_to_python.get(port_id, 0) + 1
         for h in self._punt_handlers:
             h(worker, port_id, data)
         if not self._punt_handlers:
@@ -300,6 +296,14 @@ class Dataplane:
     def on_all_workers(self, fn: Callable[[Worker], object], timeout: float = 5.0) -> list:
         futs = [w.call(fn) for w in self.workers]
         return [f.result(timeout) for f in futs]
+
+    def on_stage(self, index: int, fn: Callable[[object, Worker], object],
+                 timeout: float = 5.0) -> list:
+        """Run ``fn(stage, worker)`` on every worker's thread, between two
+        bursts, for the stage of pipeline table ``index`` (workers add their
+        stages in pipeline order, so the table index is the stage index)."""
+        return self.on_all_workers(
+            lambda w: fn(native.worker_stages(w.handle)[index], w), timeout)
 
     def wait_idle(self, timeout: float = 10.0, settle: float = 0.2) -> bool:
         """Wait until no worker moved a packet for ``settle`` seconds."""

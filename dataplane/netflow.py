@@ -319,9 +319,7 @@ class NetflowController:
 
     def settimeouts(self, active: int, inactive: int) -> None:
         """NGM_NETFLOW_SETTIMEOUTS, applied by each worker between polls."""
-        idx = self._stage_index()
-        self.dp.on_all_workers(lambda w: native.netflow_set_timeouts(
-            native.worker_stages(w.handle)[idx], active, inactive))
+        self.dp.on_stage(self.index, lambda st, w: native.netflow_set_timeouts(st, active, inactive))
 
     def reconfigure_export(self, export: NetflowExport) -> None:
         """Reload: a new exporter (collectors, version, ...). What the old one
@@ -339,23 +337,19 @@ class NetflowController:
 
     def setconfig(self, port: str, ingress: bool) -> None:
         """NGM_NETFLOW_SETCONFIG: meter a port's ingress traffic or not."""
-        idx, pid = self._stage_index(), self.dp.port(port).port_id
-        self.dp.on_all_workers(lambda w: native.netflow_setconfig(
-            native.worker_stages(w.handle)[idx], pid, ingress))
+        pid = self.dp.port(port).port_id
+        self.dp.on_stage(self.index, lambda st, w: native.netflow_setconfig(st, pid, ingress))
 
     def setifindex(self, port: str, ifindex: int) -> None:
         """NGM_NETFLOW_SETIFINDEX: the ifIndex a port has in flow records."""
-        idx, pid = self._stage_index(), self.dp.port(port).port_id
-        self.dp.on_all_workers(lambda w: native.netflow_set_ifindex(
-            native.worker_stages(w.handle)[idx], pid, ifindex))
+        pid = self.dp.port(port).port_id
+        self.dp.on_stage(self.index, lambda st, w: native.netflow_set_ifindex(st, pid, ifindex))
 
     def show(self, limit: int = 1000) -> list[dict]:
         """NGM_NETFLOW_SHOW: the cached flows, read page by page on each worker."""
-        idx = self._stage_index()
         page = 256
 
-        def dump(w):
-            st = native.worker_stages(w.handle)[idx]
+        def dump(st, w):
             recs, out, cursor = native.flow_records(page), [], 0
             while len(out) < limit:
                 n, cursor = native.netflow_show(st, cursor, recs, page)
@@ -364,9 +358,6 @@ class NetflowController:
                     break
             return out
 
-        flows = [f for per_worker in self.dp.on_all_workers(dump) for f in per_worker]
+        flows = [f for per_worker in self.dp.on_stage(self.index, dump) for f in per_worker]
         return flows[:limit]
 
-    def _stage_index(self) -> int:
-        w0 = self.dp.workers[0].handle
-        return next(i for i, st in enumerate(native.worker_stages(w0)) if st == self.stages[0])

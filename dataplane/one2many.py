@@ -212,10 +212,6 @@ class One2ManyController:
             raise One2ManyError(f"no link {link}: links are 0..{len(self.links) - 1}"
                                 + (f", or {ONE} for the one side" if allow_one else ""))
 
-    def _stage_index(self) -> int:
-        w0 = self.dp.workers[0].handle
-        return next(i for i, st in enumerate(native.worker_stages(w0)) if st == self.stages[0])
-
     def getstats(self, link: int) -> dict:
         """NGM_ONE2MANY_GET_STATS, summed over the workers (read lock-free)."""
         self._check_link(link)
@@ -226,9 +222,7 @@ class One2ManyController:
         """NGM_ONE2MANY_GETCLR_STATS: each worker reads and zeroes its own
         counters between two bursts, so no packet is counted twice or lost."""
         self._check_link(link)
-        idx = self._stage_index()
-        per = self.dp.on_all_workers(lambda w: native.one2many_stats(
-            native.worker_stages(w.handle)[idx], link, clear=True))
+        per = self.dp.on_stage(self.index, lambda st, w: native.one2many_stats(st, link, clear=True))
         return {k: sum(p[k] for p in per) for k in native.O2M_STATS_FIELDS}
 
     def clrstats(self, link: int) -> None:

@@ -87,15 +87,12 @@ def _xconnect_step(dp, index: int, sc: XconnectStage) -> Callable[[], None]:
              for p, q in sc.map.items()}
     removed = [p.port_id for p in dp.ports if p.port_id not in pairs]
 
-    def apply() -> None:
-        def on_worker(w):
-            st = native.worker_stages(w.handle)[index]
-            for src, dst in pairs.items():
-                native.xconnect_set(st, src, dst)
-            for src in removed:
-                native.xconnect_set(st, src, native.PORT_NONE)
-        dp.on_all_workers(on_worker)
-    return apply
+    def on_worker(st, w) -> None:
+        for src, dst in pairs.items():
+            native.xconnect_set(st, src, dst)
+        for src in removed:
+            native.xconnect_set(st, src, native.PORT_NONE)
+    return lambda: dp.on_stage(index, on_worker)
 
 
 def apply(dp, new: Config, source: str) -> list[str]:
