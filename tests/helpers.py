@@ -135,3 +135,24 @@ class RunningCli:
     def __exit__(self, *exc) -> None:
         if self.proc is not None and self.proc.returncode is None:
             self.stop()
+
+
+# ---- processes and commands (netns tier) ---------------------------------------
+
+def sh(*args: str, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    """Run a command (ip, sysctl...); a failure raises with its output."""
+    res = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} -> rc {res.returncode}\n{res.stdout}{res.stderr}")
+    return res
+
+
+def kill_proc(p: subprocess.Popen, sig: int = signal.SIGTERM, wait: float = 5.0) -> None:
+    """Signal a helper process; kill it if it does not go within `wait` s."""
+    if p.poll() is None:
+        p.send_signal(sig)
+        try:
+            p.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=5)

@@ -55,6 +55,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import kill_proc, sh
+
 DPDK_RUN_ROOT = Path("/var/run/dpdk")
 UDP_PORT = 9999
 MAGIC = b"O2MF"
@@ -75,13 +77,6 @@ LATE_S = 0.05
 
 
 # ---- topology -------------------------------------------------------------------
-
-def sh(*args: str, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess:
-    res = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
-    if check and res.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} -> rc {res.returncode}\n{res.stdout}{res.stderr}")
-    return res
-
 
 @dataclass
 class FlapTopo:
@@ -399,16 +394,6 @@ class ScenarioError(RuntimeError):
     pass
 
 
-def _kill(p: subprocess.Popen, sig: int = signal.SIGTERM, wait: float = 5.0) -> None:
-    if p.poll() is None:
-        p.send_signal(sig)
-        try:
-            p.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=5)
-
-
 def _wait_file(path: Path, proc: subprocess.Popen, what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -527,12 +512,12 @@ class Scenario:
             time.sleep(self.tail_s)
             raw["o2m_live"] = request(sock, "stats")["one2many"]
 
-            _kill(sender, signal.SIGTERM, wait=10)
+            kill_proc(sender, signal.SIGTERM, wait=10)
             if not tx_out.exists():
                 raise ScenarioError(f"sender wrote no result (rc {sender.returncode}): "
                                     f"{(wd / 'sender.stderr').read_text()}")
             time.sleep(0.3)   # the last frames cross the dataplane
-            _kill(receiver, signal.SIGTERM, wait=15)
+            kill_proc(receiver, signal.SIGTERM, wait=15)
             if not rx_out.exists():
                 raise ScenarioError(f"receiver wrote no result (rc {receiver.returncode}): "
                                     f"{(wd / 'receiver.stderr').read_text()}")
@@ -563,7 +548,7 @@ class Scenario:
             return raw
         finally:
             for p in reversed(procs):
-                _kill(p, signal.SIGKILL if p is not procs[0] else signal.SIGTERM)
+                kill_proc(p, signal.SIGKILL if p is not procs[0] else signal.SIGTERM)
             watcher.stop()
             tail.close()
             shutil.rmtree(DPDK_RUN_ROOT / self.file_prefix, ignore_errors=True)

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import kill_proc, sh
+
 pytestmark = [pytest.mark.netns]
 
 DPDK_RUN_ROOT = Path("/var/run/dpdk")
@@ -39,13 +41,6 @@ STOP_GUARD_S = 15.0      # hang guard only: the stop time is measured and printe
 
 
 # ---- topology -------------------------------------------------------------------
-
-def sh(*args: str, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess:
-    res = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
-    if check and res.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} -> rc {res.returncode}\n{res.stdout}{res.stderr}")
-    return res
-
 
 @dataclass
 class Topo:
@@ -299,16 +294,6 @@ def sender_args(topo: Topo, script: Path, n: int, inter: float = 0.0) -> list[st
     return topo.in_a(sys.executable, str(script), topo.va, topo.mac(topo.ns_a, topo.va),
                      topo.mac(topo.ns_b, topo.vb), topo.ip_a, topo.ip_b, str(UDP_PORT),
                      str(n), str(inter))
-
-
-def kill_proc(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=5)
 
 
 # ---- tests --------------------------------------------------------------------------
