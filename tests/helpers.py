@@ -74,28 +74,34 @@ def dataplane_cli(*args: str, timeout: float = 90, **kw) -> subprocess.Completed
                           text=True, timeout=timeout, **kw)
 
 
-def meter_pcap_cli(tmp_path: Path, pcap: Path, collector_port: int, version: int,
-                   prefix: str) -> dict:
-    """Run a flow probe (pcap -> netflow -> drop) through the CLI to the end of
-    the pcap, exporting to 127.0.0.1:collector_port; returns its --json output."""
-    cfg = tmp_path / "probe.toml"
-    cfg.write_text(eal_toml(prefix) + f"""
+def probe_toml(pcap: Path, export: str = "", forever: bool = False) -> str:
+    """A flow probe: pcap in (`mirror`), netflow, xconnect to a `drop` sink."""
+    replay = ",infinite_rx=1" if forever else ""
+    return f"""
 [[ports]]
 name = "mirror"
-device = "net_pcap0,rx_pcap={pcap}"
+device = "net_pcap0,rx_pcap={pcap}{replay}"
 [[ports]]
 name = "drop"
 device = "net_null0,no-rx=1"
 poll = false
 [[pipeline]]
 stage = "netflow"
-export = {{ version = {version}, collectors = ["127.0.0.1:{collector_port}"], source_id = 7 }}
+{export}
 [[pipeline]]
 stage = "xconnect"
 map = {{ mirror = "drop" }}
-[metrics]
-enabled = false
-""")
+"""
+
+
+def meter_pcap_cli(tmp_path: Path, pcap: Path, collector_port: int, version: int,
+                   prefix: str) -> dict:
+    """Run a flow probe through the CLI to the end of the pcap, exporting to
+    127.0.0.1:collector_port; returns its --json output."""
+    cfg = tmp_path / "probe.toml"
+    export = (f'export = {{ version = {version}, collectors = ["127.0.0.1:{collector_port}"], '
+              f'source_id = 7 }}')
+    cfg.write_text(eal_toml(prefix) + probe_toml(pcap, export) + "[metrics]\nenabled = false\n")
     r = dataplane_cli("run", str(cfg), "--duration", "1.5", "--json", timeout=60)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)

@@ -17,7 +17,7 @@ from scapy.utils import wrpcap
 
 from dataplane.control import ControlError, request
 from tests.conftest import unique_prefix
-from tests.helpers import RunningCli, eal_toml
+from tests.helpers import RunningCli, eal_toml, probe_toml
 from tests.traffic import mixed_traffic
 
 pytestmark = pytest.mark.timeout(120)
@@ -34,19 +34,7 @@ def running_dataplane(tmp_path):
     run_dir = tmp_path / "run"
     prefix = unique_prefix("ctl")
     cfg = tmp_path / "dp.toml"
-    cfg.write_text(eal_toml(prefix) + f"""
-[[ports]]
-name = "mirror"
-device = "net_pcap0,rx_pcap={tmp_path}/in.pcap,infinite_rx=1"
-[[ports]]
-name = "drop"
-device = "net_null0,no-rx=1"
-poll = false
-[[pipeline]]
-stage = "netflow"
-[[pipeline]]
-stage = "xconnect"
-map = {{ mirror = "drop" }}
+    cfg.write_text(eal_toml(prefix) + probe_toml(tmp_path / "in.pcap", forever=True) + f"""
 [run]
 runtime_dir = "{run_dir}"
 [metrics]
