@@ -111,18 +111,21 @@ class Exporter:
     def add(self, records, n: int) -> None:
         """Encode records[0:n] and queue their bodies."""
         now = time.monotonic()
+        encoded = 0
         for ipver, pend in self.pending.items():
             if ipver not in self.rec_size:
                 continue
             size = native.nf_encode(self.fmt, ipver, records, n, self.boot_ms,
                                     self.epoch_offset_ms, self._cbuf)
-            if size:
+            count = size // self.rec_size[ipver]
+            encoded += count
+            if count:
                 if not pend.count:
                     pend.since = now
                 pend.data += self._buf[:size]
-                pend.count += size // self.rec_size[ipver]
-        if self.fmt == V5:
-            self.v5_skipped_ipv6 += sum(1 for i in range(n) if records[i].ipver == 6)
+                pend.count += count
+        if self.fmt == V5:  # v5 has no IPv6 record: what was not encoded was IPv6
+            self.v5_skipped_ipv6 += n - encoded
 
     def records_lost(self, n: int) -> None:
         """Records a full ring dropped: advance the sequence so collectors see them."""
