@@ -30,7 +30,21 @@
     _(TX_FULL, "tx_full")       /* the port did not take the packet */       \
     _(PUNT_FULL, "punt_full")   /* slow path ring full */                    \
     _(INJECT_BAD_PORT, "inject_bad_port")                                   \
-    _(NO_ACTIVE_LINK, "no_active_link") /* one2many: every link is down */
+    _(NO_ACTIVE_LINK, "no_active_link") /* one2many: every link is down */ \
+    _(L2_TRUNCATED, "l2_truncated")     /* router: runt frame */            \
+    _(L2_UNSUPPORTED, "l2_unsupported") /* router: not IPv4/IPv6/ARP */     \
+    _(L2_OTHER_HOST, "l2_other_host")   /* router: unicast to another MAC */ \
+    _(IP6_TRUNCATED, "ip6_truncated")                                       \
+    _(IP6_BAD_VERSION, "ip6_bad_version")                                   \
+    _(IP6_BAD_LENGTH, "ip6_bad_length") /* payload length beyond frame */   \
+    _(IP4_TRUNCATED, "ip4_truncated")                                       \
+    _(IP4_BAD_VERSION, "ip4_bad_version")                                   \
+    _(IP4_BAD_IHL, "ip4_bad_ihl")                                           \
+    _(IP4_BAD_LENGTH, "ip4_bad_length")                                     \
+    _(IP4_BAD_CHECKSUM, "ip4_bad_checksum")                                 \
+    _(IP4_DISABLED, "ip4_disabled")     /* router with ipv4 = false */      \
+    _(BLACKHOLE, "blackhole")           /* blackhole route */               \
+    _(EGRESS_DOWN, "egress_down")       /* route's port link is down */
 
 enum dp_drop_reason {
 #define DP_DROP_ENUM(sym, name) DP_DROP_##sym,
@@ -188,15 +202,24 @@ static inline void dp_emit_bulk(struct dp_worker *w, uint16_t out_port,
     }
 }
 
-static inline void dp_punt(struct dp_stage *st, struct rte_mbuf *m)
+/* Hand a packet to Python with why (DP_PUNT_*); the reason rides in the
+ * RSS hash field, which nothing reads after the stages. */
+static inline void dp_punt_why(struct dp_stage *st, struct rte_mbuf *m,
+                               uint32_t reason)
 {
     struct dp_worker *w = st->w;
 
+    m->hash.usr = reason;
     if (unlikely(rte_ring_sp_enqueue(w->punt_ring, m) != 0)) {
         dp_drop(st, m, DP_DROP_PUNT_FULL);
         return;
     }
     w->stats.punted++;
+}
+
+static inline void dp_punt(struct dp_stage *st, struct rte_mbuf *m)
+{
+    dp_punt_why(st, m, DP_PUNT_OTHER);
 }
 
 #endif /* DP_INTERNAL_H */

@@ -9,11 +9,13 @@
 extern const struct dp_stage_ops dp_xconnect_ops;
 extern const struct dp_stage_ops dp_netflow_ops;
 extern const struct dp_stage_ops dp_one2many_ops;
+extern const struct dp_stage_ops dp_ip6flow_ops;
 
 static const struct dp_stage_ops *const stage_kinds[] = {
     &dp_xconnect_ops,
     &dp_netflow_ops,
     &dp_one2many_ops,
+    &dp_ip6flow_ops,
 };
 
 const struct dp_stage_ops *dp_stage_ops_find(const char *kind)

@@ -16,8 +16,10 @@
 #include <rte_errno.h>
 #include <rte_lcore.h>
 #include <rte_malloc.h>
+#include <rte_rcu_qsbr.h>
 
 #include "dp_internal.h"
+#include "router.h"
 
 static volatile int dp_stop_flag;
 
@@ -211,11 +213,19 @@ int dp_worker_thread_init(struct dp_worker *w, int cpu)
         }
     }
     w->lcore = rte_lcore_id();
+    /* Route-table writers wait for this worker's quiescent points, but
+     * only while it is inside dp_worker_poll (online). */
+    if (dp_qsbr_init() < 0 || rte_rcu_qsbr_thread_register(dp_qsbr, w->id)) {
+        rte_thread_unregister();
+        dp_set_error(ENOMEM, "worker %u: register with RCU", w->id);
+        return -ENOMEM;
+    }
     return 0;
 }
 
 void dp_worker_thread_fini(struct dp_worker *w)
 {
+    rte_rcu_qsbr_thread_unregister(dp_qsbr, w->id);
     w->lcore = LCORE_ID_ANY;
     rte_thread_unregister();
 }
@@ -359,6 +369,7 @@ int dp_worker_poll(struct dp_worker *w, uint64_t budget_us)
             w->stats.max_gap_cycles = gap;
     }
     w->stats.polls++;
+    rte_rcu_qsbr_thread_online(dp_qsbr, w->id);
 
     for (;;) {
         const uint64_t loop_start = t;
@@ -401,6 +412,7 @@ int dp_worker_poll(struct dp_worker *w, uint64_t budget_us)
             flush_dirty(w);
         }
         w->stats.loops++;
+        rte_rcu_qsbr_quiescent(dp_qsbr, w->id); /* no table pointer held */
         t = rte_rdtsc();
         if (moved)
             w->stats.busy_cycles += t - loop_start;
@@ -428,6 +440,7 @@ int dp_worker_poll(struct dp_worker *w, uint64_t budget_us)
             break;
         }
     }
+    rte_rcu_qsbr_thread_offline(dp_qsbr, w->id);
     w->last_exit_tsc = rte_rdtsc();
     w->stats.total_cycles += w->last_exit_tsc - entry;
     return reason;
@@ -468,7 +481,7 @@ int dp_worker_inject(struct dp_worker *w, uint16_t port_id,
 }
 
 int dp_worker_punt_recv(struct dp_worker *w, uint8_t *buf, uint32_t cap,
-                        uint16_t *port_id, uint32_t *len)
+                        uint16_t *port_id, uint32_t *len, uint32_t *reason)
 {
     struct rte_mbuf *m;
     uint32_t n;
@@ -482,6 +495,7 @@ int dp_worker_punt_recv(struct dp_worker *w, uint8_t *buf, uint32_t cap,
         memcpy(buf, d, n);
     *port_id = m->port;
     *len = n;
+    *reason = m->hash.usr;
     rte_pktmbuf_free(m);
     return 1;
 }

@@ -183,8 +183,9 @@ void dp_stage_stats(const struct dp_stage *st, struct dp_stage_stats *out);
 /* Slow path rings: packets to Python (punt) and from Python (inject). */
 int dp_worker_inject(struct dp_worker *w, uint16_t port_id,
                      const uint8_t *data, uint32_t len);
+/* reason: the DP_PUNT_* the stage gave (DP_PUNT_OTHER if none). */
 int dp_worker_punt_recv(struct dp_worker *w, uint8_t *buf, uint32_t cap,
-                        uint16_t *port_id, uint32_t *len);
+                        uint16_t *port_id, uint32_t *len, uint32_t *reason);
 unsigned dp_worker_punt_pending(const struct dp_worker *w);
 
 /* ---- stage: xconnect (port cross-connect) ------------------------------- */
@@ -330,5 +331,138 @@ int dp_one2many_attach(struct dp_stage *st, struct dp_o2m *b);
  * them after reading (run it on the worker's thread for get-and-clear). */
 int dp_one2many_stats(struct dp_stage *st, int link,
                       struct dp_o2m_link_stats *out, int clear);
+
+/* ---- router: the route table and next hops the ip6flow stages use ------- */
+/*
+ * One router is shared by every worker's ip6flow stage. Its FIBs (rte_fib for
+ * IPv4, rte_fib6 for IPv6) map a prefix to a next-hop id; the next-hop table
+ * says what to do with the packet. Changes are staged (route_add/route_del/
+ * nh_set) and published by dp_router_commit: the tables are double-buffered,
+ * so workers never read a half-updated one; commit swaps them, waits until
+ * every worker has passed a quiescent point, then replays the changes onto
+ * the other copy. Each commit bumps the generation, which invalidates every
+ * cached flow (NetBSD's rtcache generation), so no packet takes a stale route.
+ * Only one thread (the control side) may change a router.
+ */
+#define DP_NH_NONE 0       /* unused id / no route */
+#define DP_NH_FORWARD 1    /* resolved neighbour: rewrite and send */
+#define DP_NH_RESOLVE 2    /* neighbour without a MAC yet: punt (resolution) */
+#define DP_NH_LOCAL 3      /* one of our addresses: punt */
+#define DP_NH_BLACKHOLE 4  /* drop silently */
+#define DP_NH_REJECT 5     /* punt: the slow path answers ICMP unreachable */
+
+struct dp_nexthop {
+    uint8_t kind;          /* DP_NH_* */
+    uint8_t family;        /* 4 or 6 */
+    uint8_t plen;          /* prefix length of the route using it (flow masks) */
+    uint8_t pad;
+    uint16_t port;         /* egress port */
+    uint16_t mtu;          /* egress IP MTU */
+    uint8_t dst_mac[6];    /* neighbour's MAC (FORWARD) */
+    uint8_t src_mac[6];    /* egress port's MAC */
+    uint8_t gateway[16];   /* neighbour address (IPv4: first 4 bytes) */
+};
+
+struct dp_router_conf {
+    uint32_t max_nexthops;     /* ids 1..max_nexthops-1; <= 32767 */
+    uint32_t v4_max_routes;
+    uint32_t v4_tbl8;          /* IPv4 FIB groups for prefixes longer than /24 */
+    uint32_t v6_max_routes;
+    uint32_t v6_tbl8;          /* IPv6 FIB trie groups */
+};
+
+struct dp_router;
+int dp_router_create(const struct dp_router_conf *c, int socket,
+                     struct dp_router **out);
+void dp_router_free(struct dp_router *r);
+/* Staged until commit. family is 4 or 6; addresses in network order. */
+int dp_router_nh_set(struct dp_router *r, uint32_t id,
+                     const struct dp_nexthop *nh);
+int dp_router_route_add(struct dp_router *r, int family, const uint8_t *prefix,
+                        uint8_t plen, uint32_t nh_id);
+int dp_router_route_del(struct dp_router *r, int family, const uint8_t *prefix,
+                        uint8_t plen);
+/* Publish staged changes; returns the new generation. */
+int dp_router_commit(struct dp_router *r);
+/* Longest-prefix match in the published table: the next-hop id (0: none). */
+int dp_router_lookup(struct dp_router *r, int family, const uint8_t *addr,
+                     uint32_t *nh_id);
+int dp_router_nh_get(struct dp_router *r, uint32_t id, struct dp_nexthop *out);
+/* A port the router uses: its MAC (frames to other unicast MACs are not
+ * routed) and link state (the fast path checks it; a change bumps the
+ * generation). mac may be NULL to change only the state. */
+int dp_router_set_port(struct dp_router *r, uint16_t port, const uint8_t *mac,
+                       int up);
+uint32_t dp_router_generation(const struct dp_router *r);
+
+/* ---- stage: ip6flow (NetBSD ip6_flow.c + ip_flow.c fast-forward cache) ---- */
+/*
+ * Punted packets carry why they were punted; dp_worker_punt_recv returns it.
+ */
+#define DP_PUNT_OTHER 0        /* punted by a stage without a reason */
+#define DP_PUNT_LOCAL 1        /* addressed to one of our addresses */
+#define DP_PUNT_RESOLVE 2      /* next hop has no MAC yet */
+#define DP_PUNT_NO_ROUTE 3     /* no route (or a reject route) */
+#define DP_PUNT_HOP_LIMIT 4    /* hop limit / TTL <= 1: time exceeded */
+#define DP_PUNT_TOO_BIG 5      /* larger than the egress MTU */
+#define DP_PUNT_HBH 6          /* IPv6 hop-by-hop options header */
+#define DP_PUNT_IP4_OPTIONS 7  /* IPv4 header with options */
+#define DP_PUNT_L2_MULTICAST 8 /* link-layer multicast/broadcast */
+#define DP_PUNT_MULTICAST 9    /* IP multicast destination (NDP...) */
+#define DP_PUNT_ARP 10         /* ARP */
+
+#define DP_FF_MAX_REASONS 16
+
+struct dp_ip6flow_conf {
+    uint32_t maxflows;          /* IPv6 cache (0: off); per worker */
+    uint32_t hashsize;          /* IPv6 hash buckets, a power of two */
+    uint32_t maxflows4;         /* IPv4 cache (0: off) */
+    uint32_t hashsize4;
+    uint32_t idle_timeout_ms;   /* a flow unused this long is freed */
+    uint8_t ipv4;               /* route IPv4 (else IPv4 drops as not_ip6) */
+};
+
+/* One cache's counters (ip6flow's or ipflow's), one worker. */
+struct dp_ip6flow_stats {
+    uint64_t fastforward;   /* packets forwarded from the cache */
+    uint64_t forward;       /* packets forwarded by the route lookup path */
+    uint64_t flows;         /* flows in use */
+    uint64_t created;
+    uint64_t refreshed;     /* existing flow re-pointed after revalidation */
+    uint64_t reaped_invalid;/* reaped to make room: route no longer valid */
+    uint64_t reaped_lru;    /* reaped to make room: least recently used */
+    uint64_t expired;       /* idle timeout */
+    uint64_t invalidated;   /* freed by invalidate/maxflows/timer on a stale route */
+    uint64_t uses;          /* folded per-flow uses of freed flows */
+    uint64_t punts[DP_FF_MAX_REASONS];
+    uint32_t maxflows;
+    uint32_t hashsize;
+};
+
+struct dp_ip6flow_entry {
+    uint8_t src[16];
+    uint8_t dst[16];
+    uint32_t flow;          /* IPv6: first header word (host order); IPv4: ToS */
+    uint32_t nh;
+    uint32_t gen;
+    uint32_t uses;
+    uint32_t dropped;
+    uint32_t idle_ms;       /* since last relinked (LRU resolution) */
+    uint8_t family;
+    uint8_t valid;          /* generation current */
+};
+
+const char *dp_punt_reason_name(unsigned reason);
+int dp_ip6flow_attach(struct dp_stage *st, struct dp_router *r);
+/* On the worker's thread (or before it runs): family 4 or 6. Lowering
+ * maxflows reaps at once; a new hashsize flushes the cache. */
+int dp_ip6flow_configure(struct dp_stage *st, const struct dp_ip6flow_conf *c);
+int dp_ip6flow_stats(const struct dp_stage *st, int family,
+                     struct dp_ip6flow_stats *out);
+/* Free every cached flow (both families); returns how many. Worker thread. */
+int dp_ip6flow_invalidate_all(struct dp_stage *st);
+/* Paged dump on the worker's thread, as dp_netflow_show. */
+int dp_ip6flow_show(struct dp_stage *st, int family, uint32_t *cursor,
+                    struct dp_ip6flow_entry *out, unsigned max);
 
 #endif /* DP_H */
