@@ -6,6 +6,7 @@ deploy/examples/reference.toml (a test keeps it equal to these defaults).
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -184,7 +185,102 @@ class One2ManyStage(Strict):
         return self
 
 
-StageConfig = Annotated[XconnectStage | NetflowStage | One2ManyStage, Field(discriminator="stage")]
+MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+def _pow2(v: int) -> int:
+    if v <= 0 or v & (v - 1):
+        raise ValueError("must be a power of two")
+    return v
+
+
+class RouterInterface(Strict):
+    """The router's addresses on one port (a link-local fe80:: is added)."""
+    port: str
+    addresses: list[str] = Field(default_factory=list, description="address/prefixlen, v4 or v6")
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for a in v:
+            if "/" not in a:
+                raise ValueError(f"'{a}' needs a prefix length (address/len)")
+            try:
+                ipaddress.ip_interface(a)
+            except ValueError:
+                raise ValueError(f"'{a}' is not an IPv4/IPv6 address/prefixlen") from None
+        return v
+
+
+class RouteConfig(Strict):
+    prefix: str = Field(description="network/len; host bits must be zero")
+    via: str | None = Field(None, description="next-hop address on a connected subnet")
+    port: str | None = Field(None, description="egress port (on-link route, or to pick among equals)")
+    action: Literal["forward", "blackhole", "reject"] = "forward"
+
+    @model_validator(mode="after")
+    def _route(self) -> "RouteConfig":
+        try:
+            net = ipaddress.ip_network(self.prefix)
+        except ValueError as e:
+            raise ValueError(f"prefix: {e}") from None
+        if self.via is not None:
+            try:
+                via = ipaddress.ip_address(self.via)
+            except ValueError:
+                raise ValueError(f"via: '{self.via}' is not an IP address") from None
+            if via.version != net.version:
+                raise ValueError(f"via {self.via} is IPv{via.version}, prefix {self.prefix} "
+                                 f"is IPv{net.version}")
+        if self.action == "forward" and self.via is None and self.port is None:
+            raise ValueError(f"route {self.prefix}: give `via` (a next hop) or `port` (on-link)")
+        return self
+
+
+class NeighbourConfig(Strict):
+    address: str
+    mac: str
+    port: str
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        ipaddress.ip_address(v)
+        return v
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, v: str) -> str:
+        if not MAC.match(v):
+            raise ValueError(f"'{v}' is not a MAC address like 02:00:00:00:00:01")
+        return v.lower()
+
+
+class Ip6flowStage(Strict):
+    """NetBSD ip6_flow.c/ip_flow.c: a router with a fast-forward flow cache."""
+    stage: Literal["ip6flow"]
+    maxflows: int = Field(65536, ge=0, le=1 << 26,
+                          description="IPv6 flows cached per worker (0 disables the cache)")
+    hashsize: int = Field(65536, ge=16, le=1 << 28, description="IPv6 hash slots (power of two)")
+    ipv4: bool = Field(True, description="route IPv4 too (ip_flow.c)")
+    maxflows4: int = Field(65536, ge=0, le=1 << 26, description="IPv4 flows cached per worker")
+    hashsize4: int = Field(65536, ge=16, le=1 << 28, description="IPv4 hash slots (power of two)")
+    idle_timeout_s: float = Field(5.0, gt=0, le=86400, description="an unused flow is freed after this")
+    icmp_rate: float = Field(100.0, ge=0, description="ICMP errors per second (token bucket)")
+    icmp_burst: int = Field(10, ge=1)
+    max_routes: int = Field(65536, ge=16, le=1 << 24, description="per family")
+    max_nexthops: int = Field(16384, ge=16, le=32767)
+    ipv4_tbl8: int = Field(4096, ge=16, le=1 << 20, description="IPv4 FIB groups for routes longer than /24")
+    ipv6_tbl8: int = Field(16384, ge=16, le=1 << 22, description="IPv6 FIB trie groups")
+    interfaces: list[RouterInterface] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    neighbours: list[NeighbourConfig] = Field(default_factory=list)
+
+    _hashsize = field_validator("hashsize", "hashsize4")(classmethod(lambda cls, v: _pow2(v)))
+
+
+StageConfig = Annotated[XconnectStage | NetflowStage | One2ManyStage | Ip6flowStage,
+                        Field(discriminator="stage")]
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -261,7 +357,7 @@ def _key_path(loc: tuple[Any, ...]) -> str:
 def _format_errors(source: str, err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = tuple(p for p in e["loc"] if p not in ("xconnect", "netflow", "one2many"))  # union tags
+        loc = tuple(p for p in e["loc"] if p not in ("xconnect", "netflow", "one2many", "ip6flow"))  # union tags
         key = _key_path(loc) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         value = e.get("input")
@@ -298,12 +394,42 @@ def _cross_check(source: str, cfg: Config, known_driver) -> None:
             if st.one in st.many or len(set(st.many)) != len(st.many):
                 raise ConfigError(f"{source}: pipeline[{i}].many: links must be distinct and "
                                   f"not the one port (got {st.many!r}, one = {st.one!r})")
+        if isinstance(st, Ip6flowStage):
+            _check_router(source, f"pipeline[{i}]", st, seen)
+            if sum(isinstance(o, Ip6flowStage) for o in cfg.pipeline) > 1:
+                raise ConfigError(f"{source}: pipeline[{i}].stage: one ip6flow stage per pipeline")
         if isinstance(st, XconnectStage):
             for src, dst in st.map.items():
                 if src not in seen:
                     raise ConfigError(f"{source}: pipeline[{i}].map: no port named {src!r}")
                 if dst != "punt" and dst not in seen:
                     raise ConfigError(f"{source}: pipeline[{i}].map.{src}: no port named {dst!r}")
+
+
+def _check_router(source: str, where: str, st: Ip6flowStage, ports: dict) -> None:
+    """Names must exist, next hops must sit on a connected subnet."""
+    connected: list[tuple[str, object]] = []
+    for j, itf in enumerate(st.interfaces):
+        if itf.port not in ports:
+            raise ConfigError(f"{source}: {where}.interfaces[{j}].port: no port named {itf.port!r}")
+        connected += [(itf.port, ipaddress.ip_interface(a).network) for a in itf.addresses]
+    for j, r in enumerate(st.routes):
+        key = f"{where}.routes[{j}]"
+        if r.port is not None and r.port not in ports:
+            raise ConfigError(f"{source}: {key}.port: no port named {r.port!r}")
+        if r.via is not None:
+            via = ipaddress.ip_address(r.via)
+            on = [p for p, net in connected if via.version == net.version and via in net
+                  and (r.port is None or r.port == p)]
+            if not on and not via.is_link_local:
+                raise ConfigError(f"{source}: {key}.via: {r.via} is on no connected subnet "
+                                  f"of {r.port or 'any port'} (got {r.via!r})")
+            if via.is_link_local and r.port is None:
+                raise ConfigError(f"{source}: {key}.port: a link-local next hop needs a port "
+                                  f"(got via = {r.via!r})")
+    for j, n in enumerate(st.neighbours):
+        if n.port not in ports:
+            raise ConfigError(f"{source}: {where}.neighbours[{j}].port: no port named {n.port!r}")
 
 
 def _installed_driver(name: str) -> bool:

@@ -73,6 +73,44 @@ class O2MConfigArgs(BundleArgs):
     enabled: list[bool] | None = None
 
 
+class RouterArgs(Args):
+    stage: int = Field(0, ge=0, description="which ip6flow table of the pipeline (0 = first)")
+
+
+class FamilyArgs(RouterArgs):
+    family: str = Field("ipv6", pattern="^(ipv6|ipv4)$")
+
+
+class FlowShowArgs(FamilyArgs):
+    limit: int = Field(100, ge=1, le=1_000_000)
+
+
+class LimitArgs(FamilyArgs):
+    value: int
+
+
+class RouteAddArgs(RouterArgs):
+    prefix: str
+    via: str | None = None
+    port: str | None = None
+    action: str = "forward"
+
+
+class RouteDelArgs(RouterArgs):
+    prefix: str
+
+
+class NeighbourAddArgs(RouterArgs):
+    address: str
+    mac: str
+    port: str
+
+
+class NeighbourDelArgs(RouterArgs):
+    address: str
+    port: str
+
+
 @dataclass
 class Command:
     fn: Callable[[Any], Any]
@@ -137,6 +175,19 @@ class ControlServer:
         except One2ManyError as e:
             raise ControlError(str(e)) from None
 
+    def _router(self, a: RouterArgs):
+        if a.stage >= len(self.dp.ip6flow):
+            raise ControlError(f"no ip6flow stage {a.stage} (the pipeline has {len(self.dp.ip6flow)})")
+        return self.dp.ip6flow[a.stage]
+
+    def _r(self, a: RouterArgs, fn):
+        """Run an ip6flow/route message; its validation errors go back as errors."""
+        from .ip6flow import Ip6flowError
+        try:
+            return fn(self._router(a))
+        except Ip6flowError as e:
+            raise ControlError(str(e)) from None
+
     def _port_name(self, name: str) -> str:
         if name not in {p.name for p in self.dp.ports}:
             raise ControlError(f"no port named {name!r}")
@@ -178,6 +229,35 @@ class ControlServer:
             "one2many.getclrstats": Command(
                 lambda a: self._o2m(lambda: self._bundle(a).getclrstats(a.link)), LinkArgs,
                 "read and clear a link's counters, atomically per worker"),
+            "ip6flow.stats": Command(lambda a: self._r(a, lambda r: r.stats()), RouterArgs,
+                                     "fast-forward cache and slow path counters"),
+            "ip6flow.show": Command(lambda a: self._r(a, lambda r: r.show(a.family)[:a.limit]),
+                                    FlowShowArgs, "cached flows of a family, up to limit"),
+            "ip6flow.maxflows": Command(
+                lambda a: self._r(a, lambda r: r.set_maxflows(a.value, a.family)), LimitArgs,
+                "set maxflows (per worker; 0 disables, lowering reaps at once)"),
+            "ip6flow.hashsize": Command(
+                lambda a: self._r(a, lambda r: r.set_hashsize(a.value, a.family)), LimitArgs,
+                "set hashsize (a power of two; flushes the cache)"),
+            "ip6flow.invalidate": Command(lambda a: self._r(a, lambda r: r.invalidate()),
+                                          RouterArgs, "free every cached flow"),
+            "route.show": Command(lambda a: self._r(a, lambda r: r.routes()), RouterArgs,
+                                  "the route table"),
+            "route.add": Command(
+                lambda a: self._r(a, lambda r: r.route_add(a.prefix, a.via, a.port, a.action)),
+                RouteAddArgs, "add or replace a route (via a next hop, or on-link on a port)"),
+            "route.del": Command(lambda a: self._r(a, lambda r: r.route_del(a.prefix)),
+                                 RouteDelArgs, "delete a route"),
+            "neighbour.show": Command(lambda a: self._r(a, lambda r: r.neighbours()), RouterArgs,
+                                      "static and learnt neighbours"),
+            "neighbour.add": Command(
+                lambda a: self._r(a, lambda r: r.neighbour_add(a.address, a.mac, a.port)),
+                NeighbourAddArgs, "add a static neighbour"),
+            "neighbour.del": Command(
+                lambda a: self._r(a, lambda r: r.neighbour_del(a.address, a.port)),
+                NeighbourDelArgs, "delete a neighbour"),
+            "interface.show": Command(lambda a: self._r(a, lambda r: r.interfaces()), RouterArgs,
+                                      "the router's ports, addresses, MTU and link"),
             "netflow.setifindex": Command(
                 lambda a: self._netflow(a).setifindex(self._port_name(a.port), a.ifindex),
                 IfindexArgs, "the ifIndex a port has in flow records"),

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import native
-from .config import Config, NetflowStage, One2ManyStage, PortConfig, XconnectStage
+from .config import Config, Ip6flowStage, NetflowStage, One2ManyStage, PortConfig, XconnectStage
 from .errors import ConfigError, WorkerError
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ class Port:
         return self.cfg.name
 
 
-PuntHandler = Callable[["Worker", int, bytes], None]
+# (worker, rx port id, frame, DP_PUNT_* reason)
+PuntHandler = Callable[["Worker", int, bytes, int], None]
 
 
 class Worker(threading.Thread):
@@ -121,11 +122,12 @@ class Snapshot:
     totals: dict = field(default_factory=dict)
     netflow: list[dict] = field(default_factory=list)
     one2many: list[dict] = field(default_factory=list)
+    ip6flow: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"time": self.time, "ports": self.ports, "workers": self.workers,
                 "stages": self.stages, "pools": self.pools, "totals": self.totals,
-                "netflow": self.netflow, "one2many": self.one2many}
+                "netflow": self.netflow, "one2many": self.one2many, "ip6flow": self.ip6flow}
 
 
 class Dataplane:
@@ -220,14 +222,20 @@ class Dataplane:
     def one2many(self) -> list:
         return [c for c in self.controllers if c.kind == "one2many"]
 
+    @property
+    def ip6flow(self) -> list:
+        return [c for c in self.controllers if c.kind == "ip6flow"]
+
     def _controller(self, index: int, sc):
         """The Python side of pipeline table `index`, made on first use."""
+        from .ip6flow import Ip6flowController
         from .netflow import NetflowController
         from .one2many import One2ManyController
         for c in self.controllers:
             if c.index == index:
                 return c
-        cls = NetflowController if isinstance(sc, NetflowStage) else One2ManyController
+        cls = {NetflowStage: NetflowController, One2ManyStage: One2ManyController,
+               Ip6flowStage: Ip6flowController}[type(sc)]
         c = cls(self, sc, index)
         self.controllers.append(c)
         return c
@@ -236,7 +244,7 @@ class Dataplane:
         st = native.worker_add_stage(h, sc.stage)
         if isinstance(sc, NetflowStage):
             self._controller(index, sc).add_worker_stage(st, len(self.cfg.eal.workers), self.ports)
-        elif isinstance(sc, One2ManyStage):
+        elif isinstance(sc, (One2ManyStage, Ip6flowStage)):
             self._controller(index, sc).add_worker_stage(st)
         elif isinstance(sc, XconnectStage):
             for src, dst in sc.map.items():
@@ -253,6 +261,9 @@ class Dataplane:
             self._attach_ports()
             self._configure_ports()
             self._build_workers()
+            for c in self.controllers:  # tables in place before the first packet
+                if hasattr(c, "prepare"):
+                    c.prepare()
             for p in self.ports:
                 native.port_start(p.port_id)
             for c in self.controllers:
@@ -277,9 +288,9 @@ class Dataplane:
     def on_punt(self, handler: PuntHandler) -> None:
         self._punt_handlers.append(handler)
 
-    def _on_punt(self, worker: Worker, port_id: int, data: bytes) -> None:
+    def _on_punt(self, worker: Worker, port_id: int, data: bytes, reason: int) -> None:
         for h in self._punt_handlers:
-            h(worker, port_id, data)
+            h(worker, port_id, data, reason)
         if not self._punt_handlers:
             worker.punts_unhandled += 1
 
@@ -291,7 +302,10 @@ class Dataplane:
 
     def inject(self, port: str, data: bytes, worker: int = 0) -> None:
         """Send a packet out of ``port`` through a worker's inject ring."""
-        native.worker_inject(self._worker_handles[worker], self.port(port).port_id, data)
+        self.inject_port_id(self.port(port).port_id, data, worker)
+
+    def inject_port_id(self, port_id: int, data: bytes, worker: int = 0) -> None:
+        native.worker_inject(self._worker_handles[worker], port_id, data)
 
     def on_all_workers(self, fn: Callable[[Worker], object], timeout: float = 5.0) -> list:
         futs = [w.call(fn) for w in self.workers]
@@ -366,6 +380,7 @@ class Dataplane:
         snap.totals = totals
         snap.netflow = [dict(c.info(), pipeline_index=c.index) for c in self.netflow]
         snap.one2many = [dict(c.info(), pipeline_index=c.index) for c in self.one2many]
+        snap.ip6flow = [dict(c.info(), pipeline_index=c.index) for c in self.ip6flow]
         return snap
 
     # ---- stop ----------------------------------------------------------------

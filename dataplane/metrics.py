@@ -34,6 +34,10 @@ def gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"dataplane_{name}", doc, labels=labels)
 
 
+IP6FLOW_COUNTERS = ("fastforward", "forward", "created", "refreshed", "reaped_invalid",
+                    "reaped_lru", "expired", "invalidated")
+
+
 class SnapshotCollector(Collector):
     def __init__(self, dp, interval: float):
         self.dp = dp
@@ -73,6 +77,7 @@ class SnapshotCollector(Collector):
         yield from self._stages(snap)
         yield from self._netflow(snap)
         yield from self._one2many(snap)
+        yield from self._ip6flow(snap)
 
     def _ports(self, snap):
         for key, doc in PORT_COUNTERS.items():
@@ -167,6 +172,33 @@ class SnapshotCollector(Collector):
         yield from stats.values()
         yield enabled
         yield notes
+
+
+    def _ip6flow(self, snap):
+        if not snap.ip6flow:
+            return
+        fam = ["stage", "family"]
+        ctr = {k: counter(f"ip6flow_{k}", f"ip6flow cache: {k}", fam) for k in IP6FLOW_COUNTERS}
+        flows = gauge("ip6flow_flows", "Flows in the fast-forward caches (all workers)", fam)
+        punts = counter("ip6flow_punts", "Packets handed to the slow path, by reason",
+                        fam + ["reason"])
+        slow = counter("ip6flow_slowpath", "Slow path outcomes (NDP, ARP, ICMP errors...)",
+                       ["stage", "outcome"])
+        gen = counter("ip6flow_route_generation", "Route table changes published", ["stage"])
+        for r in snap.ip6flow:
+            st = str(r["pipeline_index"])
+            for name in ("ipv6", "ipv4"):
+                f = r[name]
+                for k in IP6FLOW_COUNTERS:
+                    ctr[k].add_metric([st, name], f[k])
+                flows.add_metric([st, name], f["flows"])
+                for reason, v in f["punts"].items():
+                    punts.add_metric([st, name, reason], v)
+            for outcome, v in r["slowpath"].items():
+                slow.add_metric([st, outcome], v)
+            gen.add_metric([st], r["generation"])
+        yield from ctr.values()
+        yield from (flows, punts, slow, gen)
 
 
 class MetricsServer:

@@ -287,14 +287,17 @@ class PuntReader:
         self._buf = ffi.new("uint8_t[]", PUNT_CAP)
         self._port = ffi.new("uint16_t *")
         self._len = ffi.new("uint32_t *")
+        self._reason = ffi.new("uint32_t *")
 
     def pending(self) -> int:
         return lib.dp_worker_punt_pending(self._w)
 
-    def recv(self) -> tuple[int, bytes] | None:
-        if lib.dp_worker_punt_recv(self._w, self._buf, PUNT_CAP, self._port, self._len) == 0:
+    def recv(self) -> tuple[int, bytes, int] | None:
+        """(rx port, frame, DP_PUNT_* reason) or None when the ring is empty."""
+        if lib.dp_worker_punt_recv(self._w, self._buf, PUNT_CAP, self._port, self._len,
+                                   self._reason) == 0:
             return None
-        return self._port[0], bytes(ffi.buffer(self._buf, self._len[0]))
+        return self._port[0], bytes(ffi.buffer(self._buf, self._len[0])), self._reason[0]
 
 
 # ---- stages ------------------------------------------------------------------
@@ -447,3 +450,133 @@ def one2many_stats(st, link: int, clear: bool = False) -> dict[str, int]:
     s = ffi.new("struct dp_o2m_link_stats *")
     check(lib.dp_one2many_stats(st, link, s, int(clear)), "one2many stats")
     return {f: getattr(s, f) for f in O2M_STATS_FIELDS}
+
+
+# ---- router and ip6flow -------------------------------------------------------------
+
+NH_KINDS = {"none": lib.DP_NH_NONE, "forward": lib.DP_NH_FORWARD,
+            "resolve": lib.DP_NH_RESOLVE, "local": lib.DP_NH_LOCAL,
+            "blackhole": lib.DP_NH_BLACKHOLE, "reject": lib.DP_NH_REJECT}
+NH_KIND_NAMES = {v: k for k, v in NH_KINDS.items()}
+FF_STATS_FIELDS = ("fastforward", "forward", "flows", "created", "refreshed",
+                   "reaped_invalid", "reaped_lru", "expired", "invalidated", "uses",
+                   "maxflows", "hashsize")
+
+
+def punt_reason_names() -> list[str]:
+    names = []
+    while (p := lib.dp_punt_reason_name(len(names))) != ffi.NULL:
+        names.append(ffi.string(p).decode())
+    return names
+
+
+def router_create(max_nexthops: int, v4_max_routes: int, v4_tbl8: int,
+                  v6_max_routes: int, v6_tbl8: int, socket: int = -1):
+    conf = ffi.new("struct dp_router_conf *", {
+        "max_nexthops": max_nexthops, "v4_max_routes": v4_max_routes, "v4_tbl8": v4_tbl8,
+        "v6_max_routes": v6_max_routes, "v6_tbl8": v6_tbl8})
+    out = ffi.new("struct dp_router **")
+    check(lib.dp_router_create(conf, socket, out), "router")
+    return out[0]
+
+
+def router_free(r) -> None:
+    lib.dp_router_free(r)
+
+
+def _mac_bytes(mac: str | None) -> bytes:
+    return bytes.fromhex(mac.replace(":", "")) if mac else bytes(6)
+
+
+def router_nh_set(r, nh_id: int, kind: str, family: int, port: int = 0, mtu: int = 0,
+                  dst_mac: str | None = None, src_mac: str | None = None,
+                  gateway: bytes = b"", plen: int = 0) -> None:
+    nh = ffi.new("struct dp_nexthop *")
+    nh.kind = NH_KINDS[kind]
+    nh.family = family
+    nh.plen = plen
+    nh.port = port
+    nh.mtu = mtu
+    ffi.memmove(nh.dst_mac, _mac_bytes(dst_mac), 6)
+    ffi.memmove(nh.src_mac, _mac_bytes(src_mac), 6)
+    ffi.memmove(nh.gateway, gateway.ljust(16, b"\0"), 16)
+    check(lib.dp_router_nh_set(r, nh_id, nh), f"next hop {nh_id}")
+
+
+def router_route_add(r, family: int, prefix: bytes, plen: int, nh_id: int) -> None:
+    check(lib.dp_router_route_add(r, family, prefix, plen, nh_id), "route add")
+
+
+def router_route_del(r, family: int, prefix: bytes, plen: int) -> None:
+    check(lib.dp_router_route_del(r, family, prefix, plen), "route delete")
+
+
+def router_commit(r) -> int:
+    return check(lib.dp_router_commit(r), "route commit")
+
+
+def router_lookup(r, family: int, addr: bytes) -> int:
+    out = ffi.new("uint32_t *")
+    check(lib.dp_router_lookup(r, family, addr, out), "route lookup")
+    return out[0]
+
+
+def router_nh_get(r, nh_id: int) -> dict:
+    nh = ffi.new("struct dp_nexthop *")
+    check(lib.dp_router_nh_get(r, nh_id, nh), "next hop")
+    return {"kind": NH_KIND_NAMES.get(nh.kind, str(nh.kind)), "family": nh.family,
+            "plen": nh.plen, "port": nh.port, "mtu": nh.mtu,
+            "dst_mac": bytes(nh.dst_mac).hex(":"), "src_mac": bytes(nh.src_mac).hex(":"),
+            "gateway": bytes(nh.gateway)}
+
+
+def router_set_port(r, port: int, mac: str | None, up: bool) -> None:
+    check(lib.dp_router_set_port(r, port, _mac_bytes(mac) if mac else ffi.NULL, int(up)),
+          "router port")
+
+
+def router_generation(r) -> int:
+    return lib.dp_router_generation(r)
+
+
+def ip6flow_attach(st, r) -> None:
+    check(lib.dp_ip6flow_attach(st, r), "ip6flow attach")
+
+
+def ip6flow_configure(st, maxflows: int, hashsize: int, maxflows4: int, hashsize4: int,
+                      idle_timeout_ms: int, ipv4: bool) -> None:
+    conf = ffi.new("struct dp_ip6flow_conf *", {
+        "maxflows": maxflows, "hashsize": hashsize, "maxflows4": maxflows4,
+        "hashsize4": hashsize4, "idle_timeout_ms": idle_timeout_ms, "ipv4": int(ipv4)})
+    check(lib.dp_ip6flow_configure(st, conf), "ip6flow configure")
+
+
+def ip6flow_stats(st, family: int) -> dict:
+    s = ffi.new("struct dp_ip6flow_stats *")
+    check(lib.dp_ip6flow_stats(st, family, s), "ip6flow stats")
+    out = {f: getattr(s, f) for f in FF_STATS_FIELDS}
+    out["punts"] = {name: s.punts[i] for i, name in enumerate(punt_reason_names())}
+    return out
+
+
+def ip6flow_invalidate_all(st) -> int:
+    return check(lib.dp_ip6flow_invalidate_all(st), "ip6flow invalidate")
+
+
+def ip6flow_show(st, family: int, page: int = 256) -> list[dict]:
+    """Every cached flow of one family (runs on the worker's thread)."""
+    import ipaddress
+    buf = ffi.new("struct dp_ip6flow_entry[]", page)
+    cursor = ffi.new("uint32_t *", 0)
+    cls = ipaddress.IPv6Address if family == 6 else ipaddress.IPv4Address
+    alen = 16 if family == 6 else 4
+    out = []
+    while True:
+        n = check(lib.dp_ip6flow_show(st, family, cursor, buf, page), "ip6flow show")
+        for i in range(n):
+            e = buf[i]
+            out.append({"src": str(cls(bytes(e.src)[:alen])), "dst": str(cls(bytes(e.dst)[:alen])),
+                        "flow": e.flow, "nh": e.nh, "gen": e.gen, "uses": e.uses,
+                        "dropped": e.dropped, "idle_ms": e.idle_ms, "valid": bool(e.valid)})
+        if cursor[0] == 0:
+            return out

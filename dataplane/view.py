@@ -49,6 +49,8 @@ def render(prev: Snapshot, cur: Snapshot, title: str = "dataplane") -> Group:
     parts = [ports, workers]
     for nf in cur.netflow:
         parts.append(netflow_table(nf))
+    for rt in cur.ip6flow:
+        parts.append(ip6flow_table(rt))
     if drops:
         t = Table(title="drops by reason")
         t.add_column("reason")
@@ -72,6 +74,21 @@ def netflow_table(nf: dict) -> Table:
     for name in cols:
         t.add_column(name, justify="right")
     t.add_row(*cols.values())
+    return t
+
+
+def ip6flow_table(rt: dict) -> Table:
+    """The router: fast-forward cache per family and what went to the slow path."""
+    t = Table(title=f"ip6flow router (route generation {rt.get('generation', 0)})")
+    for col in ("family", "flows", "fastforward", "forward", "created", "reaped", "expired",
+                "punted"):
+        t.add_column(col, justify="right" if col != "family" else "left")
+    for name in ("ipv6", "ipv4"):
+        f = rt[name]
+        t.add_row(name, f"{f['flows']:,}/{f['maxflows']:,}", f"{f['fastforward']:,}",
+                  f"{f['forward']:,}", f"{f['created']:,}",
+                  f"{f['reaped_invalid'] + f['reaped_lru']:,}", f"{f['expired']:,}",
+                  f"{sum(f['punts'].values()):,}")
     return t
 
 

@@ -123,7 +123,7 @@ def test_punted_packets_reach_python_intact(tmp_path, file_prefix):
     cfg = vdev_config(file_prefix, pcap_in(tmp_path) + xconnect({"in": "punt"}))
     got = []
     with running(cfg) as dp:
-        dp.on_punt(lambda w, port, data: got.append((port, data)))
+        dp.on_punt(lambda w, port, data, reason: got.append((port, data)))
         assert wait_for(lambda: len(got) == 50)
         snap = dp.snapshot()
     assert [d for _, d in got] == [bytes(p) for p in sent]

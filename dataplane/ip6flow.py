@@ -1,0 +1,220 @@
+"""The ip6flow stage's Python side: the router around NetBSD's fast-forward
+cache. It owns the route table (dataplane.routing), runs the slow path on
+punted packets (dataplane.slowpath: NDP, ARP, ICMP errors), watches the
+egress links, and answers the stage's control messages (show, maxflows,
+hashsize, invalidate, routes and neighbours).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from . import native
+from .config import Ip6flowStage
+from .routing import RouteError, RouteTable
+from .slowpath import SlowPath
+
+
+log = logging.getLogger(__name__)
+
+FAMILIES = {"ipv6": 6, "ipv4": 4, "6": 6, "4": 4}
+MONITOR_INTERVAL_S = 0.1
+SLOWPATH_TICK_S = 0.5
+
+
+class Ip6flowError(ValueError):
+    """A rejected control request; the running configuration is unchanged."""
+
+
+def family_of(name: str | int) -> int:
+    try:
+        return FAMILIES[str(name).lower()]
+    except KeyError:
+        raise Ip6flowError(f"unknown family {name!r} (ipv6 or ipv4)") from None
+
+
+class Ip6flowController:
+    """One [[pipeline]] ip6flow table: the route table, the workers' caches,
+    the slow path and the link monitor."""
+
+    kind = "ip6flow"
+
+    def __init__(self, dp, cfg: Ip6flowStage, index: int):
+        self.dp = dp
+        self.cfg = cfg
+        self.index = index
+        self.stages: list = []
+        self.table: RouteTable | None = None
+        self.slowpath: SlowPath | None = None
+        # the sysctls: net.inet6.ip6.maxflows/hashsize and net.inet.ip.maxflows/hashsize
+        self.limits = {6: (cfg.maxflows, cfg.hashsize), 4: (cfg.maxflows4, cfg.hashsize4)}
+        self.punts_by_reason: dict[str, int] = {}
+        self.inject_failed = 0
+        self._slow_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- build / run ---------------------------------------------------------------
+
+    def add_worker_stage(self, st) -> None:
+        if self.table is None:
+            self.table = RouteTable(self.dp, self.cfg)
+        native.ip6flow_attach(st, self.table.router)
+        self._configure(st)
+        self.stages.append(st)
+
+    def _configure(self, st) -> None:
+        (m6, h6), (m4, h4) = self.limits[6], self.limits[4]
+        native.ip6flow_configure(st, m6, h6, m4, h4, int(self.cfg.idle_timeout_s * 1000),
+                                 self.cfg.ipv4)
+
+    def prepare(self) -> None:
+        """Before the ports start: the configured tables, so the first packet
+        already finds its route."""
+        self.table.install({p.name: p.port_id for p in self.dp.ports})
+
+    def start(self) -> None:
+        """Ports are started: take punts, watch links."""
+        self.slowpath = SlowPath(self.table, self._inject, icmp_rate=self.cfg.icmp_rate,
+                                 icmp_burst=self.cfg.icmp_burst)
+        self.dp.on_punt(self._on_punt)
+        self._thread = threading.Thread(target=self._monitor, name=f"dp-ip6flow-{self.index}",
+                                        daemon=True)
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def close(self) -> None:
+        """After the workers are gone: free the shared route table."""
+        if self.table is not None:
+            self.table.close()
+
+    def _inject(self, port_id: int, frame: bytes) -> None:
+        try:
+            self.dp.inject_port_id(port_id, frame)
+        except native.DataplaneError as e:
+            self.inject_failed += 1
+            log.debug("slow path: %s", e)
+
+    def _on_punt(self, worker, port_id: int, frame: bytes, reason: int) -> None:
+        # One slow path for all workers: NDP state and the ICMP token bucket
+        # are shared, and control traffic is rare.
+        with self._slow_lock:
+            self.slowpath.handle(port_id, reason, frame)
+
+    def _monitor(self) -> None:
+        """Egress link state for the fast path, and the slow path's timers."""
+        next_tick = 0.0
+        while not self._stop.wait(MONITOR_INTERVAL_S):
+            for itf in self.table.interfaces():
+                try:
+                    up = native.port_link(itf.port_id)["up"]
+                except native.DataplaneError:
+                    continue
+                if self.table.link_up.get(itf.port_id) != bool(up):
+                    log.warning("router: %s link %s", itf.name, "up" if up else "down")
+                    self.table.set_link(itf.port_id, bool(up))
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + SLOWPATH_TICK_S
+                with self._slow_lock:
+                    self.slowpath.tick()
+
+    # ---- control messages -------------------------------------------------------------
+
+    def stats(self) -> dict:
+        """Counters summed over the workers, per family, plus the slow path's."""
+        out = {}
+        for fam, name in ((6, "ipv6"), (4, "ipv4")):
+            per = [native.ip6flow_stats(st, fam) for st in self.stages]
+            tot = {k: sum(p[k] for p in per) for k in native.FF_STATS_FIELDS
+                   if k not in ("maxflows", "hashsize")}
+            tot["punts"] = {r: sum(p["punts"][r] for p in per) for r in per[0]["punts"]} if per else {}
+            tot["maxflows"], tot["hashsize"] = self.limits[fam]
+            out[name] = tot
+        out["slowpath"] = dict(self.slowpath.stats) if self.slowpath else {}
+        out["inject_failed"] = self.inject_failed
+        out["generation"] = native.router_generation(self.table.router) if self.table else 0
+        return out
+
+    def info(self) -> dict:
+        return self.stats()
+
+    def show(self, family: str | int = "ipv6") -> list[dict]:
+        """Every cached flow of one family, per worker (the seed's per-flow view)."""
+        fam = family_of(family)
+        per = self.dp.on_stage(self.index, lambda st, w: [
+            dict(f, worker=w.index) for f in native.ip6flow_show(st, fam)])
+        return [f for flows in per for f in flows]
+
+    def set_maxflows(self, n: int, family: str | int = "ipv6") -> None:
+        fam = family_of(family)
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= 1 << 26:
+            raise Ip6flowError(f"maxflows must be an integer 0..{1 << 26} (got {n!r})")
+        self._set_limits(fam, n, self.limits[fam][1])
+
+    def set_hashsize(self, n: int, family: str | int = "ipv6") -> None:
+        fam = family_of(family)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 16 or n & (n - 1):
+            raise Ip6flowError(f"hashsize must be a power of two >= 16 (got {n!r})")
+        self._set_limits(fam, self.limits[fam][0], n)
+
+    def _set_limits(self, fam: int, maxflows: int, hashsize: int) -> None:
+        old = self.limits[fam]
+        self.limits[fam] = (maxflows, hashsize)
+        try:
+            self.dp.on_stage(self.index, lambda st, w: self._configure(st))
+        except native.DataplaneError as e:
+            self.limits[fam] = old
+            raise Ip6flowError(str(e)) from None
+
+    def invalidate(self) -> int:
+        """ip6flow_invalidate_all: every worker's cache, both families."""
+        return sum(self.dp.on_stage(self.index,
+                                    lambda st, w: native.ip6flow_invalidate_all(st)))
+
+    def _port_id(self, name: str | None) -> int | None:
+        if name is None:
+            return None
+        try:
+            return self.dp.port(name).port_id
+        except KeyError:
+            raise Ip6flowError(f"no port named {name!r}") from None
+
+    def route_add(self, prefix: str, via: str | None = None, port: str | None = None,
+                  action: str = "forward") -> dict:
+        try:
+            return self.table.route_add(prefix, via, self._port_id(port), action)
+        except RouteError as e:
+            raise Ip6flowError(str(e)) from None
+
+    def route_del(self, prefix: str) -> None:
+        try:
+            self.table.route_del(prefix)
+        except RouteError as e:
+            raise Ip6flowError(str(e)) from None
+
+    def neighbour_add(self, address: str, mac: str, port: str) -> None:
+        try:
+            self.table.neighbour_add(self._port_id(port), address, mac)
+        except (RouteError, ValueError) as e:
+            raise Ip6flowError(str(e)) from None
+
+    def neighbour_del(self, address: str, port: str) -> None:
+        try:
+            self.table.neighbour_del(self._port_id(port), address)
+        except (RouteError, ValueError) as e:
+            raise Ip6flowError(str(e)) from None
+
+    def routes(self) -> list[dict]:
+        return self.table.show_routes()
+
+    def neighbours(self) -> list[dict]:
+        return self.table.show_neighbours()
+
+    def interfaces(self) -> list[dict]:
+        return self.table.show_interfaces()
