@@ -261,6 +261,10 @@ class Dataplane:
             self._attach_ports()
             self._configure_ports()
             self._build_workers()
+            if self.ip6flow:  # ng_netflow's route data: the router's table
+                for nf in self.netflow:
+                    for st in nf.stages:
+                        native.netflow_attach_router(st, self.ip6flow[0].table.router)
             for c in self.controllers:  # tables in place before the first packet
                 if hasattr(c, "prepare"):
                     c.prepare()

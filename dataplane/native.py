@@ -408,6 +408,8 @@ def record_dict(r) -> dict:
         "proto": r.proto, "tos": r.tos, "tcp_flags": r.tcp_flags, "ipver": r.ipver,
         "packets": r.packets, "bytes": r.bytes, "first_ms": r.first_ms, "last_ms": r.last_ms,
         "in_ifx": r.in_ifx, "out_ifx": r.out_ifx, "end_reason": r.end_reason,
+        "src_mask": r.src_mask, "dst_mask": r.dst_mask,
+        "nexthop": str(cls(bytes(r.nexthop)[:alen])),
     }
 
 
@@ -537,6 +539,10 @@ def router_set_port(r, port: int, mac: str | None, up: bool) -> None:
 
 def router_generation(r) -> int:
     return lib.dp_router_generation(r)
+
+
+def netflow_attach_router(st, r) -> None:
+    check(lib.dp_netflow_attach_router(st, r), "netflow route data")
 
 
 def ip6flow_attach(st, r) -> None:

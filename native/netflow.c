@@ -36,6 +36,7 @@
 #include "dp_internal.h"
 #include "flowparse.h"
 #include "flowtable.h"
+#include "router.h"
 
 #define NF_WHEEL_SLOTS 4096u /* seconds; later deadlines re-arm */
 #define NF_NONE UINT32_MAX
@@ -58,7 +59,7 @@ struct nf_flow {
     uint8_t live;     /* 0: free, else the IP version (4 or 6) */
     uint8_t src_mask;
     uint8_t dst_mask;
-    uint16_t pad;
+    uint16_t nh;      /* the router's next hop for dst (0: none) */
 } __rte_aligned(64);
 _Static_assert(sizeof(struct nf_flow) == 64, "a flow entry is one cache line");
 
@@ -89,6 +90,7 @@ struct netflow {
     uint32_t used;
     uint32_t flush_from;        /* where the next flush call resumes */
     int configured;
+    struct dp_router *router;   /* route data for records, if routed */
     uint16_t ifindex[DP_MAX_PORTS];
     uint32_t conf[DP_MAX_PORTS];   /* DP_NF_CONF_* per input port */
     struct dp_netflow_info info;
@@ -271,6 +273,12 @@ static void fill_record(const struct netflow *nf, const struct nf_key *k,
     r->src_mask = f->src_mask;
     r->dst_mask = f->dst_mask;
     r->end_reason = reason;
+    if (nf->router && f->nh) {
+        /* the next hop as it is now (the flow keeps its id, not a copy) */
+        const struct dp_nexthop *nh = &nf->router->active->nh[f->nh];
+        if (nh->family == f->live)
+            memcpy(r->nexthop, nh->gateway, f->live == 4 ? 4 : 16);
+    }
 }
 
 static inline int flow_eq(const struct netflow *nf, uint32_t idx,
@@ -303,6 +311,44 @@ static void expire(struct netflow *nf, uint32_t i, uint8_t reason)
 
 /* ---- the packet path ------------------------------------------------------- */
 
+static uint32_t rt_lookup(const struct rt_copy *rt, int ipver, const uint8_t *a)
+{
+    uint64_t nh = 0;
+
+    if (ipver == 4) {
+        uint32_t ip;
+        memcpy(&ip, a, 4);
+        ip = rte_be_to_cpu_32(ip);
+        rte_fib_lookup_bulk(rt->fib4, &ip, &nh, 1);
+    } else {
+        uint8_t ip[1][16];
+        memcpy(ip[0], a, 16);
+        rte_fib6_lookup_bulk(rt->fib6, ip, &nh, 1);
+    }
+    return (uint32_t)nh;
+}
+
+/* What ng_netflow takes from the route table when a flow starts: the
+ * output interface and next hop of the destination's route, and the
+ * prefix lengths of the routes to source and destination. */
+static void route_data(struct netflow *nf, struct nf_flow *f, int ipver)
+{
+    uint32_t gen;
+    const struct rt_copy *rt = rt_view(nf->router, &gen);
+    uint32_t d = rt_lookup(rt, ipver, f->key.dst);
+    const struct dp_nexthop *nh = &rt->nh[d];
+
+    if (nh->kind == DP_NH_FORWARD || nh->kind == DP_NH_RESOLVE) {
+        f->out_ifx = nf->ifindex[nh->port];
+        f->nh = (uint16_t)d;
+    }
+    if (nh->kind != DP_NH_NONE)
+        f->dst_mask = nh->plen;
+    nh = &rt->nh[rt_lookup(rt, ipver, f->key.src)];
+    if (nh->kind != DP_NH_NONE)
+        f->src_mask = nh->plen;
+}
+
 static inline void create(struct netflow *nf, const struct nf_pkt *p,
                           uint32_t h)
 {
@@ -320,9 +366,12 @@ static inline void create(struct netflow *nf, const struct nf_pkt *p,
     f->bytes = p->plen;
     f->first = f->last = nf->now;
     f->tcp_flags = p->tcp_flags;
-    f->out_ifx = 0;    /* route data comes with the router stage */
+    f->out_ifx = 0;
     f->src_mask = 0;
     f->dst_mask = 0;
+    f->nh = 0;
+    if (nf->router)
+        route_data(nf, f, p->ipver);
     f->live = p->ipver;
     ft_insert(&nf->table, h, i);
     nf->used++;
@@ -466,6 +515,16 @@ static struct netflow *nf_of(struct dp_stage *st)
         return NULL;
     }
     return st->priv;
+}
+
+int dp_netflow_attach_router(struct dp_stage *st, struct dp_router *r)
+{
+    struct netflow *nf = nf_of(st);
+
+    if (nf == NULL)
+        return -EINVAL;
+    nf->router = r;
+    return 0;
 }
 
 int dp_netflow_set_ifindex(struct dp_stage *st, uint16_t port_id,

@@ -260,6 +260,11 @@ struct dp_netflow_info {
 
 const char *dp_netflow_skip_reason_name(unsigned reason);
 int dp_netflow_configure(struct dp_stage *st, const struct dp_netflow_conf *c);
+struct dp_router;
+/* Route data for new flows (output ifIndex, next hop, source/destination
+ * prefix lengths) from the ip6flow stage's route table, as ng_netflow takes
+ * them from the kernel's. Without a router they stay 0. */
+int dp_netflow_attach_router(struct dp_stage *st, struct dp_router *r);
 int dp_netflow_set_ifindex(struct dp_stage *st, uint16_t port_id,
                            uint16_t ifindex);
 /* ng_netflow's SETCONFIG for one port: meter what arrives on it (ingress)
