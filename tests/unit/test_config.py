@@ -118,3 +118,14 @@ def test_bonded_uplink_example_documents_every_one2many_key_with_its_default():
     for key, value in stage.items():
         if key not in ("one", "many"):
             assert getattr(defaults, key) == value, key
+
+
+def test_router_example_documents_every_ip6flow_key_with_its_default():
+    path = ROOT / "deploy" / "examples" / "router.toml"
+    stage = next(s for s in tomllib.loads(path.read_text())["pipeline"] if s["stage"] == "ip6flow")
+    assert set(stage) == set(config.Ip6flowStage.model_fields)
+    defaults = config.Ip6flowStage(stage="ip6flow")
+    for key, value in stage.items():
+        if key not in ("interfaces", "routes", "neighbours"):
+            assert getattr(defaults, key) == value, key
+    assert {k for r in stage["routes"] for k in r} == set(config.RouteConfig.model_fields)
