@@ -172,6 +172,35 @@ class Ip6flowController:
             self.limits[fam] = old
             raise Ip6flowError(str(e)) from None
 
+    def reconfigure(self, new: Ip6flowStage) -> None:
+        """Live reload: cache limits, ICMP rate, and the difference between
+        the running and the new routes and static neighbours."""
+        old, self.cfg = self.cfg, new
+        if (new.maxflows, new.hashsize, new.maxflows4, new.hashsize4, new.idle_timeout_s) != (
+                old.maxflows, old.hashsize, old.maxflows4, old.hashsize4, old.idle_timeout_s):
+            self.limits = {6: (new.maxflows, new.hashsize), 4: (new.maxflows4, new.hashsize4)}
+            self.dp.on_stage(self.index, lambda st, w: self._configure(st))
+        if self.slowpath is not None:
+            with self._slow_lock:
+                self.slowpath.set_icmp_rate(new.icmp_rate, new.icmp_burst)
+
+        def key(r):
+            return r.prefix
+        old_routes = {key(r): r for r in old.routes}
+        new_routes = {key(r): r for r in new.routes}
+        for prefix in old_routes.keys() - new_routes.keys():
+            self.table.route_del(prefix)
+        for prefix, r in new_routes.items():
+            if old_routes.get(prefix) != r:
+                self.table.route_add(prefix, r.via, self._port_id(r.port), r.action)
+        old_n = {(n.address, n.port): n for n in old.neighbours}
+        new_n = {(n.address, n.port): n for n in new.neighbours}
+        for address, port in old_n.keys() - new_n.keys():
+            self.table.neighbour_del(self._port_id(port), address)
+        for (address, port), n in new_n.items():
+            if old_n.get((address, port)) != n:
+                self.table.neighbour_add(self._port_id(port), address, n.mac)
+
     def invalidate(self) -> int:
         """ip6flow_invalidate_all: every worker's cache, both families."""
         return sum(self.dp.on_stage(self.index,

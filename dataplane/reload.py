@@ -15,7 +15,7 @@ import logging
 from typing import Callable
 
 from . import native
-from .config import Config, NetflowStage, One2ManyStage, XconnectStage
+from .config import Config, Ip6flowStage, NetflowStage, One2ManyStage, XconnectStage
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,8 @@ LIVE_KEYS = {
     "xconnect": {"map"},
     "netflow": {"active_timeout", "inactive_timeout", "export"},
     "one2many": {"xmit", "failure", "enabled", "monitor_interval_ms", "updelay_ms", "downdelay_ms"},
+    "ip6flow": {"maxflows", "hashsize", "maxflows4", "hashsize4", "idle_timeout_s", "icmp_rate",
+                "icmp_burst", "routes", "neighbours"},
 }
 # Top-level sections that can change live, and how.
 LIVE_SECTIONS = {"pipeline"}
@@ -79,6 +81,10 @@ def plan(dp, new: Config, source: str) -> list[tuple[str, Callable[[], None]]]:
         elif isinstance(n, One2ManyStage):
             c = next(c for c in dp.one2many if c.index == i)
             steps.append((f"pipeline[{i}] one2many", lambda c=c, n=n: c.reconfigure(n)))
+        elif isinstance(n, Ip6flowStage):
+            c = next(c for c in dp.ip6flow if c.index == i)
+            steps.append((f"pipeline[{i}] ip6flow {', '.join(sorted(changed))}",
+                          lambda c=c, n=n: c.reconfigure(n)))
     return steps
 
 

@@ -284,6 +284,12 @@ class SlowPath:
         self._tokens_at = clock()
         self._pending: dict[tuple[int, Address], PendingNeighbour] = {}
 
+    def set_icmp_rate(self, rate: float, burst: int) -> None:
+        """A new token bucket (live reload); tokens kept up to the new burst."""
+        self._take_token_refill()
+        self.icmp_rate, self.icmp_burst = rate, burst
+        self._tokens = min(self._tokens, float(burst))
+
     # ---- entry points -------------------------------------------------------------
 
     def handle(self, port_id: int, reason: int, frame: bytes) -> None:
@@ -632,11 +638,14 @@ class SlowPath:
             return False  # a non-first fragment
         return upper.proto != IPPROTO_ICMP or pkt.upper_byte(0) not in ICMP_ERROR_TYPES
 
-    def _take_token(self) -> bool:
+    def _take_token_refill(self) -> None:
         now = self.clock()
         self._tokens = min(float(self.icmp_burst),
                            self._tokens + (now - self._tokens_at) * self.icmp_rate)
         self._tokens_at = now
+
+    def _take_token(self) -> bool:
+        self._take_token_refill()
         if self._tokens < 1:
             return False
         self._tokens -= 1
