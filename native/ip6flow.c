@@ -321,12 +321,37 @@ static inline int mac_eq(const uint8_t *a, const uint8_t *b)
     return a0 == b0 && a1 == b1;
 }
 
+/* A burst's forwarded packets, sent together at its end (see ff_flush_out). */
+struct ffout {
+    uint16_t n;
+    uint16_t port[DP_BURST];
+    struct rte_mbuf *m[DP_BURST];
+};
+
 /* Rewrite the Ethernet addresses and queue for the egress port. */
-static inline void ff_send(struct dp_worker *w, struct rte_mbuf *m,
+static inline void ff_send(struct ffout *o, struct rte_mbuf *m,
                            const struct dp_nexthop *nh)
 {
     memcpy(rte_pktmbuf_mtod(m, uint8_t *), nh->dst_mac, 12);
-    dp_emit(w, nh->port, m);
+    o->port[o->n] = nh->port;
+    o->m[o->n++] = m;
+}
+
+/* Hand each run of packets for one port to the port as a whole: a burst
+ * that all goes one way (the common case) leaves in one tx call. */
+static inline void ff_flush_out(struct dp_worker *w, struct ffout *o)
+{
+    uint16_t i = 0;
+
+    while (i < o->n) {
+        uint16_t j = i + 1;
+
+        while (j < o->n && o->port[j] == o->port[i])
+            j++;
+        dp_emit_bulk(w, o->port[i], &o->m[i], j - i);
+        i = j;
+    }
+    o->n = 0;
 }
 
 static inline void ip4_dec_ttl(struct rte_ipv4_hdr *ip)
@@ -508,7 +533,7 @@ static inline void ff_dec_ttl(struct rte_mbuf *m, int cls, struct ffpkt *p)
 
 /* What ip6_forward does for a packet the cache could not take: look the
  * route up, forward, and (the seed's ip6flow_create) cache the flow. */
-static void ff_route(struct dp_stage *st, struct ip6flow *ff,
+static void ff_route(struct dp_stage *st, struct ip6flow *ff, struct ffout *o,
                      struct ffcache *c, const struct rt_copy *rt, uint32_t gen,
                      uint32_t now, struct rte_mbuf *m, int cls,
                      const struct ffkey *k, uint32_t h, uint32_t idx)
@@ -561,7 +586,7 @@ static void ff_route(struct dp_stage *st, struct ip6flow *ff,
         return;
     }
     ff_dec_ttl(m, cls, &p);
-    ff_send(st->w, m, nh);
+    ff_send(o, m, nh);
     c->st.forward++;
 
     /* The seed's ip6flow_create: never for ICMP, never with the cache off. */
@@ -599,6 +624,7 @@ static uint16_t ip6flow_process(struct dp_stage *st, struct rte_mbuf **pkts,
     struct ip6flow *ff = st->priv;
     struct dp_worker *w = st->w;
     struct ffkey keys[DP_BURST];
+    struct ffout out;
     uint32_t hash[DP_BURST], cand[DP_BURST];
     uint8_t cls[DP_BURST];
     const struct rt_copy *rt;
@@ -611,6 +637,7 @@ static uint16_t ip6flow_process(struct dp_stage *st, struct rte_mbuf **pkts,
         return 0;
     }
     rt = rt_view(ff->r, &gen);
+    out.n = 0;
     now = (uint32_t)(dp_clock_ns() / 1000000);
     ff_sync_gen(&ff->c6, gen);
     ff_sync_gen(&ff->c4, gen);
@@ -664,7 +691,7 @@ static uint16_t ip6flow_process(struct dp_stage *st, struct rte_mbuf **pkts,
                 if (likely(ff->r->port[nh->port].up && p.size <= nh->mtu &&
                            *p.ttl > 1)) {
                     ff_dec_ttl(m, cls[i], &p);
-                    ff_send(w, m, nh);
+                    ff_send(&out, m, nh);
                     f->uses++;
                     c->st.fastforward++;
                     if (now - f->touched_ms >= ff->lru_res_ms) {
@@ -676,9 +703,10 @@ static uint16_t ip6flow_process(struct dp_stage *st, struct rte_mbuf **pkts,
                 }
             }
         }
-        ff_route(st, ff, c, rt, gen, now, m, cls[i], &keys[i],
+        ff_route(st, ff, &out, c, rt, gen, now, m, cls[i], &keys[i],
                  c->maxflows ? hash[i] : 0, idx);
     }
+    ff_flush_out(w, &out);
     return 0;
 }
 
