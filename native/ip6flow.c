@@ -45,7 +45,9 @@
 #include "router.h"
 
 #define FF_NONE UINT32_MAX
-#define FF_SCAN_BUDGET 256   /* flows the timer may free per tick and cache */
+#define FF_SCAN_BUDGET 256   /* idle flows the 1 ms tick may free per cache */
+#define FF_SLOWTIMO_MS 500   /* the seed's slow timer: PR_SLOWHZ = 2 */
+#define FF_SWEEP_BUDGET 8192 /* stale flows one slow tick may free per cache */
 
 struct ffkey {
     uint8_t src[16];
@@ -89,6 +91,8 @@ struct ip6flow {
     struct ffcache c6, c4;
     uint32_t idle_ms;
     uint32_t lru_res_ms;
+    uint32_t next_slowtimo_ms;
+    uint8_t slowtimo_armed;
     uint8_t ipv4;
 };
 
@@ -234,6 +238,8 @@ static uint32_t ff_flush(struct ffcache *c)
 static int ff_configure(struct ffcache *c, uint32_t maxflows,
                         uint32_t hashsize, int socket, const char *what)
 {
+    struct flowtable table;
+    struct ffentry *e;
     uint32_t buckets;
 
     if (!rte_is_power_of_2(hashsize) || hashsize < FT_SLOTS * 2) {
@@ -260,43 +266,50 @@ static int ff_configure(struct ffcache *c, uint32_t maxflows,
         c->st.maxflows = maxflows;
         return 0;
     }
-    /* A new hash size (or a bigger cache than allocated) flushes. */
-    c->st.invalidated += c->used;
-    c->st.flows = 0;
-    ff_release(c);
-    /* hashsize counts hash slots; never fewer than maxflows needs. */
+    /* A new hash size (or a bigger cache than allocated) flushes. The new
+     * table is allocated first: if that fails the cache stays as it was. */
     buckets = RTE_MAX(hashsize / FT_SLOTS, ft_buckets_for(RTE_MAX(maxflows, 1)));
-    c->table.mask = buckets - 1;
-    c->table.bytes = sizeof(struct ft_bucket) * (size_t)buckets;
-    c->table.seed = (uint32_t)rte_rand();
-    c->table.b = dp_table_alloc(c->table.bytes, socket);
-    c->alloc = maxflows;
-    c->e = maxflows ? dp_table_alloc(sizeof(*c->e) * (size_t)maxflows, socket)
-                    : NULL;
-    if (c->table.b == NULL || (maxflows && c->e == NULL)) {
-        ff_release(c);
-        c->maxflows = 0;
+    table.mask = buckets - 1;
+    table.bytes = sizeof(struct ft_bucket) * (size_t)buckets;
+    table.seed = (uint32_t)rte_rand();
+    table.b = dp_table_alloc(table.bytes, socket);
+    e = maxflows ? dp_table_alloc(sizeof(*e) * (size_t)maxflows, socket) : NULL;
+    if (table.b == NULL || (maxflows && e == NULL)) {
+        dp_table_free(table.b, table.bytes);
+        dp_table_free(e, sizeof(*e) * (size_t)maxflows);
         dp_set_error(ENOMEM, "%s: no memory for %u flows", what, maxflows);
         return -ENOMEM;
     }
+    ff_flush(c);            /* folds every flow's uses into the counters */
+    ff_release(c);
+    c->table = table;
+    c->e = e;
+    c->alloc = maxflows;
     c->maxflows = maxflows;
     c->hashsize = hashsize;
     c->st.maxflows = maxflows;
     c->st.hashsize = hashsize;
+    c->st.flows = 0;
     ff_reset(c);
     return 0;
 }
 
-/* Free flows idle past the timeout and flows of an old generation. */
+/* The seed's slow timer (2 Hz): flows whose route is no longer valid go. */
+static void ff_sweep_stale(struct ffcache *c)
+{
+    unsigned budget = FF_SWEEP_BUDGET;
+
+    while (budget-- && c->stale.tail != FF_NONE) {
+        ff_free(c, c->stale.tail);
+        c->st.invalidated++;
+    }
+}
+
+/* Every tick: free flows idle past the timeout, oldest first. */
 static void ff_scan(struct ffcache *c, uint32_t now, uint32_t idle_ms)
 {
     unsigned budget = FF_SCAN_BUDGET;
 
-    while (budget && c->stale.tail != FF_NONE) {
-        ff_free(c, c->stale.tail);
-        c->st.invalidated++;
-        budget--;
-    }
     while (budget && c->fresh.tail != FF_NONE &&
            now - c->e[c->fresh.tail].touched_ms >= idle_ms) {
         ff_free(c, c->fresh.tail);
@@ -688,7 +701,8 @@ static uint16_t ip6flow_process(struct dp_stage *st, struct rte_mbuf **pkts,
                 struct ffpkt p;
 
                 ff_pkt(m, cls[i], &p);
-                if (likely(ff->r->port[nh->port].up && p.size <= nh->mtu &&
+                if (likely(nh->kind == DP_NH_FORWARD &&
+                           ff->r->port[nh->port].up && p.size <= nh->mtu &&
                            *p.ttl > 1)) {
                     ff_dec_ttl(m, cls[i], &p);
                     ff_send(&out, m, nh);
@@ -721,9 +735,15 @@ static void ip6flow_tick(struct dp_stage *st, uint64_t now_ns)
     /* An idle flow may have been used up to lru_res_ms after it was last
      * moved to the front: wait that much longer before calling it idle. */
     ff_sync_gen(&ff->c6, gen);
-    ff_scan(&ff->c6, now, ff->idle_ms + ff->lru_res_ms);
     ff_sync_gen(&ff->c4, gen);
+    ff_scan(&ff->c6, now, ff->idle_ms + ff->lru_res_ms);
     ff_scan(&ff->c4, now, ff->idle_ms + ff->lru_res_ms);
+    if (!ff->slowtimo_armed || (int32_t)(now - ff->next_slowtimo_ms) >= 0) {
+        ff->slowtimo_armed = 1;
+        ff->next_slowtimo_ms = now + FF_SLOWTIMO_MS;
+        ff_sweep_stale(&ff->c6);
+        ff_sweep_stale(&ff->c4);
+    }
     ff->c6.st.flows = ff->c6.used;
     ff->c4.st.flows = ff->c4.used;
 }

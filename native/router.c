@@ -172,6 +172,33 @@ static int apply(struct dp_router *r, struct rt_copy *c, const struct rt_op *op)
     return rc;
 }
 
+/* Whether a change can alter the route of a flow some worker cached: only
+ * flows through FORWARD next hops are cached, and next-hop contents are read
+ * live, so rewriting a next hop never needs it. A host route whose address
+ * does not route through a FORWARD next hop now (a neighbour on a connected
+ * subnet being learnt) cannot either. Every other prefix change does. */
+static int invalidates_flows(const struct dp_router *r, const struct rt_op *op)
+{
+    const struct rt_copy *c = r->active;
+    uint64_t nh = 0;
+
+    if (op->kind == OP_NH)
+        return 0;
+    if (op->kind == OP_DEL || op->plen != (op->family == 4 ? 32 : 128))
+        return 1;
+    if (op->family == 4) {
+        uint32_t ip;
+        memcpy(&ip, op->addr, 4);
+        ip = rte_be_to_cpu_32(ip);
+        rte_fib_lookup_bulk(c->fib4, &ip, &nh, 1);
+    } else {
+        uint8_t ip[1][16];
+        memcpy(ip[0], op->addr, 16);
+        rte_fib6_lookup_bulk(c->fib6, ip, &nh, 1);
+    }
+    return c->nh[nh].kind == DP_NH_FORWARD;
+}
+
 /* Apply to the standby copy now; keep it for the replay after commit. */
 static int stage_op(struct dp_router *r, const struct rt_op *op)
 {
@@ -198,6 +225,7 @@ static int stage_op(struct dp_router *r, const struct rt_op *op)
         return rc;
     }
     r->log[r->n_log++] = *op;
+    r->invalidate |= invalidates_flows(r, op);
     return 0;
 }
 
@@ -265,7 +293,9 @@ int dp_router_commit(struct dp_router *r)
     int rc;
 
     __atomic_store_n(&r->active, next, __ATOMIC_RELEASE);
-    __atomic_add_fetch(&r->gen, 1, __ATOMIC_RELEASE);
+    if (r->invalidate)
+        __atomic_add_fetch(&r->gen, 1, __ATOMIC_RELEASE);
+    r->invalidate = 0;
     /* Every worker that might still hold `prev` passes a quiescent point. */
     rte_rcu_qsbr_synchronize(dp_qsbr, RTE_QSBR_THRID_INVALID);
     for (i = 0; i < r->n_log; i++) {
@@ -334,11 +364,9 @@ int dp_router_set_port(struct dp_router *r, uint16_t port, const uint8_t *mac,
     if (mac)
         memcpy(p->mac, mac, 6);
     p->configured = 1;
-    if (p->up != !!up) {
-        __atomic_store_n(&p->up, !!up, __ATOMIC_RELEASE);
-        /* A flow cached through a port that went down must revalidate. */
-        __atomic_add_fetch(&r->gen, 1, __ATOMIC_RELEASE);
-    }
+    /* The fast path checks the egress state of every packet (the seed's
+     * IFF_UP test): no need to invalidate cached flows. */
+    __atomic_store_n(&p->up, !!up, __ATOMIC_RELEASE);
     return 0;
 }
 

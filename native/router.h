@@ -36,6 +36,7 @@ struct dp_router {
     uint32_t max_nh;
     struct rt_op *log;           /* staged changes, replayed on the other copy */
     unsigned n_log, cap_log;
+    int invalidate;              /* the staged changes need a new generation */
 } __rte_cache_aligned;
 
 /* A worker's consistent view for one burst: generation first, then the

@@ -345,8 +345,10 @@ int dp_one2many_stats(struct dp_stage *st, int link,
  * nh_set) and published by dp_router_commit: the tables are double-buffered,
  * so workers never read a half-updated one; commit swaps them, waits until
  * every worker has passed a quiescent point, then replays the changes onto
- * the other copy. Each commit bumps the generation, which invalidates every
- * cached flow (NetBSD's rtcache generation), so no packet takes a stale route.
+ * the other copy. A commit that changes prefixes bumps the generation, which
+ * invalidates every cached flow (NetBSD's rtcache generation), so no packet
+ * takes a stale route; next-hop contents (a neighbour's MAC) are read live
+ * and need no invalidation.
  * Only one thread (the control side) may change a router.
  */
 #define DP_NH_NONE 0       /* unused id / no route */
@@ -387,15 +389,15 @@ int dp_router_route_add(struct dp_router *r, int family, const uint8_t *prefix,
                         uint8_t plen, uint32_t nh_id);
 int dp_router_route_del(struct dp_router *r, int family, const uint8_t *prefix,
                         uint8_t plen);
-/* Publish staged changes; returns the new generation. */
+/* Publish staged changes; returns the generation. */
 int dp_router_commit(struct dp_router *r);
 /* Longest-prefix match in the published table: the next-hop id (0: none). */
 int dp_router_lookup(struct dp_router *r, int family, const uint8_t *addr,
                      uint32_t *nh_id);
 int dp_router_nh_get(struct dp_router *r, uint32_t id, struct dp_nexthop *out);
 /* A port the router uses: its MAC (frames to other unicast MACs are not
- * routed) and link state (the fast path checks it; a change bumps the
- * generation). mac may be NULL to change only the state. */
+ * routed) and link state (the fast path checks it for every packet). mac
+ * may be NULL to change only the state. */
 int dp_router_set_port(struct dp_router *r, uint16_t port, const uint8_t *mac,
                        int up);
 uint32_t dp_router_generation(const struct dp_router *r);
