@@ -59,6 +59,18 @@ static void copy_free(struct rt_copy *c)
     memset(c, 0, sizeof(*c));
 }
 
+/* What one copy takes: both FIBs' 2^24-entry first levels (2-byte next
+ * hops), their groups for longer prefixes, their RIBs, the next hops. */
+size_t dp_router_copy_bytes(const struct dp_router_conf *c)
+{
+    const size_t rib_node = 64;
+
+    return 2 * ((size_t)2 << 24) + (size_t)c->v4_tbl8 * 256 * 2 +
+           (size_t)c->v6_tbl8 * 256 * 2 +
+           ((size_t)c->v4_max_routes + c->v6_max_routes) * rib_node +
+           (size_t)c->max_nexthops * sizeof(struct dp_nexthop);
+}
+
 static int copy_create(struct dp_router *r, struct rt_copy *c, int i,
                        const struct dp_router_conf *conf, int socket)
 {
@@ -84,10 +96,11 @@ static int copy_create(struct dp_router *r, struct rt_copy *c, int i,
                                sizeof(*c->nh) * conf->max_nexthops,
                                RTE_CACHE_LINE_SIZE, socket);
     if (c->fib4 == NULL || c->fib6 == NULL || c->nh == NULL) {
-        dp_set_error(ENOMEM, "router: cannot allocate route tables "
-                     "(%u IPv4 / %u IPv6 routes; the IPv4 FIB alone needs "
-                     "32 MiB per copy): %s", conf->v4_max_routes,
-                     conf->v6_max_routes, rte_strerror(rte_errno));
+        dp_set_error(ENOMEM, "cannot allocate the route tables (%u IPv4 / "
+                     "%u IPv6 routes): each of the two copies needs about "
+                     "%zu MiB of EAL memory (raise eal.memory_mb): %s",
+                     conf->v4_max_routes, conf->v6_max_routes,
+                     dp_router_copy_bytes(conf) >> 20, rte_strerror(rte_errno));
         copy_free(c);
         return -ENOMEM;
     }

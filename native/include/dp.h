@@ -379,6 +379,8 @@ struct dp_router_conf {
 };
 
 struct dp_router;
+/* EAL memory one table copy needs (there are two). */
+size_t dp_router_copy_bytes(const struct dp_router_conf *c);
 int dp_router_create(const struct dp_router_conf *c, int socket,
                      struct dp_router **out);
 void dp_router_free(struct dp_router *r);
