@@ -4,7 +4,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := libdpdk-dev dpdk dpdk-dev pkg-config gcc python3-venv python3-dev \
-                iproute2 iputils-ping libpcap-dev tcpdump nfdump pmacct procps
+                iproute2 iputils-ping libpcap-dev tcpdump nfdump pmacct procps \
+                traceroute ethtool dpdk-doc make
 DURATION ?= 10
 PYTEST_ARGS ?=
 

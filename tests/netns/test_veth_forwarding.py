@@ -10,93 +10,48 @@ The dataplane runs as `python3 -m dataplane run CONFIG --duration D --json` in a
 subprocess with an ``xconnect`` stage {a="b", b="a"}: an L2 wire between the
 two root-side veths. ARP, neighbour discovery, ICMP and UDP all have to cross
 it; the root-side veths carry no IP configuration (IPv6 is disabled on them)
-so the only packets on them are the namespaces' and the dataplane's.
+so the only packets on them are the namespaces' and the dataplane's (the
+topology and process helpers are tests/netns/topology.py).
 """
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import kill_proc, sh
+from tests.netns.topology import (
+    DPDK_RUN_ROOT,
+    DataplaneProc,
+    Host,
+    Topo,
+    assert_no_loss,
+    assert_runtime_dir_gone,
+    ping,
+    veth_topology,
+)
 
 pytestmark = [pytest.mark.netns]
 
-DPDK_RUN_ROOT = Path("/var/run/dpdk")
 N_STREAM = 2000
 UDP_PORT = 9999
 READY_TIMEOUT_S = 20.0   # process start + EAL init + first ping crossing the wire
-STOP_GUARD_S = 15.0      # hang guard only: the stop time is measured and printed
 
 
 # ---- topology -------------------------------------------------------------------
 
-@dataclass
-class Topo:
-    uid: str
-    ns_a: str
-    ns_b: str
-    va: str   # in ns A
-    vb: str   # in ns B
-    da: str   # root side of va, the dataplane's port a
-    db: str   # root side of vb, the dataplane's port b
-    ip_a: str = "10.77.0.1"
-    ip_b: str = "10.77.0.2"
-    ip6_a: str = "fd00:77::1"
-    ip6_b: str = "fd00:77::2"
-
-    def in_a(self, *cmd: str) -> list[str]:
-        return ["ip", "netns", "exec", self.ns_a, *cmd]
-
-    def in_b(self, *cmd: str) -> list[str]:
-        return ["ip", "netns", "exec", self.ns_b, *cmd]
-
-    def mac(self, ns: str, ifname: str) -> str:
-        return sh("ip", "netns", "exec", ns, "cat", f"/sys/class/net/{ifname}/address").stdout.strip()
-
-
 @pytest.fixture
 def topo():
-    if shutil.which("ip") is None:
-        pytest.skip("iproute2 (ip) not installed")
-    uid = uuid.uuid4().hex[:6]  # 'va' + 6 chars: well under the 15-char IFNAMSIZ limit
-    t = Topo(uid=uid, ns_a=f"dpt-a-{uid}", ns_b=f"dpt-b-{uid}",
-             va=f"va{uid}", vb=f"vb{uid}", da=f"da{uid}", db=f"db{uid}")
-    try:
-        for ns, inner, outer, ip4, ip6 in ((t.ns_a, t.va, t.da, t.ip_a, t.ip6_a),
-                                           (t.ns_b, t.vb, t.db, t.ip_b, t.ip6_b)):
-            sh("ip", "netns", "add", ns)
-            sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner, "netns", ns)
-            # No IPv6 on the root side: the kernel must not put its own RS/MLD/ND
-            # packets on the wire (set before the link goes up: no link-local).
-            sh("sysctl", "-q", "-w", f"net.ipv6.conf.{outer}.disable_ipv6=1")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-            sh("ip", "-n", ns, "addr", "add", f"{ip4}/24", "dev", inner)
-            sh("ip", "-n", ns, "addr", "add", f"{ip6}/64", "dev", inner, "nodad")
-            sh("ip", "-n", ns, "link", "set", inner, "up")
-            sh("ip", "link", "set", outer, "up")
+    with veth_topology(Host("10.77.0.1/24", "fd00:77::1/64"),
+                       Host("10.77.0.2/24", "fd00:77::2/64")) as t:
         yield t
-    finally:
-        # Deleting a namespace destroys its veth end, which destroys the peer.
-        for ns in (t.ns_a, t.ns_b):
-            sh("ip", "netns", "del", ns, check=False)
-        for outer in (t.da, t.db):  # only if a namespace never got its end
-            if Path(f"/sys/class/net/{outer}").exists():
-                sh("ip", "link", "del", outer, check=False)
-        left = [n for n in (t.da, t.db) if Path(f"/sys/class/net/{n}").exists()]
-        left += [n for n in (t.ns_a, t.ns_b) if Path(f"/run/netns/{n}").exists()]
-        assert not left, f"topology not cleaned up: {left}"
 
 
 # ---- the dataplane process ----------------------------------------------------------
@@ -133,55 +88,6 @@ def write_config(tmp_path: Path, topo: Topo, file_prefix: str) -> Path:
     return path
 
 
-class DataplaneProc:
-    """`python3 -m dataplane run CONFIG --duration D --json`; output to files so
-    a full pipe can never stall it."""
-
-    def __init__(self, tmp_path: Path, cfg_path: Path, duration: float):
-        self.out_path = tmp_path / "dataplane.stdout"
-        self.err_path = tmp_path / "dataplane.stderr"
-        self._out = self.out_path.open("w")
-        self._err = self.err_path.open("w")
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dataplane", "run", str(cfg_path),
-             "--duration", str(duration), "--json"],
-            stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL)
-
-    def stderr(self) -> str:
-        self._err.flush()
-        return self.err_path.read_text()
-
-    def stdout(self) -> str:
-        self._out.flush()
-        return self.out_path.read_text()
-
-    def stop(self, sig: int, guard: float = STOP_GUARD_S) -> tuple[int, float]:
-        """Send ``sig``; returns (exit code, seconds from signal to exit)."""
-        t0 = time.monotonic()
-        self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout=guard)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"dataplane did not exit within {guard:.0f} s of signal {sig}\n"
-                        f"stderr:\n{self.stderr()}")
-        return rc, time.monotonic() - t0
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._out.close()
-        self._err.close()
-
-    def result(self) -> dict:
-        text = self.stdout()
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            pytest.fail(f"--json output is not JSON ({e}):\n{text[:2000]}\nstderr:\n{self.stderr()}")
-
-
 @pytest.fixture
 def dataplane(tmp_path, topo, file_prefix):
     """Factory: start the dataplane on the topology; killed and cleaned up after."""
@@ -199,43 +105,15 @@ def dataplane(tmp_path, topo, file_prefix):
     shutil.rmtree(DPDK_RUN_ROOT / file_prefix, ignore_errors=True)
 
 
-def ping(topo: Topo, dst: str, count: int, interval: float = 0.05, v6: bool = False,
-         timeout: float = 30.0) -> subprocess.CompletedProcess:
-    args = ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", "1"]
-    if v6:
-        args.insert(1, "-6")
-    return sh(*topo.in_a(*args, dst), check=False, timeout=timeout)
-
-
 def wait_forwarding(dp: DataplaneProc, topo: Topo, timeout: float = READY_TIMEOUT_S) -> float:
     """Ping A -> B once a time until the dataplane carries it; seconds waited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if dp.proc.poll() is not None:
-            pytest.fail(f"dataplane exited early with {dp.proc.returncode}\n"
-                        f"stdout:\n{dp.stdout()}\nstderr:\n{dp.stderr()}")
+        dp.check_alive()
         if ping(topo, topo.ip_b, 1, timeout=5).returncode == 0:
             return time.monotonic() - dp.started
         time.sleep(0.1)
     pytest.fail(f"no ping crossed the dataplane within {timeout:.0f} s\nstderr:\n{dp.stderr()}")
-
-
-def rtt_avg_ms(ping_out: str) -> float | None:
-    m = re.search(r"= [\d.]+/([\d.]+)/[\d.]+/[\d.]+ ms", ping_out)
-    return float(m.group(1)) if m else None
-
-
-def assert_no_loss(res: subprocess.CompletedProcess, count: int, what: str) -> float | None:
-    m = re.search(r"(\d+) packets transmitted, (\d+) received", res.stdout)
-    assert res.returncode == 0 and m, f"{what} failed:\n{res.stdout}{res.stderr}"
-    assert (int(m.group(1)), int(m.group(2))) == (count, count), f"{what} lost packets:\n{res.stdout}"
-    assert " 0% packet loss" in res.stdout, res.stdout
-    return rtt_avg_ms(res.stdout)
-
-
-def assert_runtime_dir_gone(file_prefix: str) -> None:
-    run_dir = DPDK_RUN_ROOT / file_prefix
-    assert not run_dir.exists(), f"DPDK runtime dir left behind: {run_dir} {sorted(os.listdir(run_dir))}"
 
 
 # ---- traffic helpers (run inside the namespaces) ---------------------------------
