@@ -76,8 +76,9 @@ PUNT_IP4_OPTIONS = 7
 PUNT_L2_MULTICAST = 8
 PUNT_MULTICAST = 9
 PUNT_ARP = 10
+PUNT_SCOPE = 11
 PUNT_REASONS = ("other", "local", "resolve", "no_route", "hop_limit", "too_big", "hbh",
-                "ip4_options", "l2_multicast", "multicast", "arp")
+                "ip4_options", "l2_multicast", "multicast", "arp", "scope")
 
 # Exactly one of these per handled frame.
 OUTCOMES = (
@@ -94,6 +95,7 @@ OUTCOMES = (
     "port_unreachable",      # UDP to us: ICMP port unreachable sent
     "local_dropped",         # anything else to us (TCP, fragments, other protocols)
     "multicast_dropped",     # IP multicast / broadcast other than NDP
+    "l2_multicast_dropped",  # unicast IP in a link-layer multicast/broadcast: not routed
     # routed
     "slow_forwarded",        # forwarded here (options, hop-by-hop, L2 multicast, resolved meanwhile)
     "fragmented",            # forwarded as IPv4 fragments (event fragments_sent counts them)
@@ -363,6 +365,10 @@ class SlowPath:
             return self._handle_multicast6(pkt)
         if pkt.version == 4 and (pkt.dst.is_multicast or self._is_broadcast(pkt.dst)):
             return "multicast_dropped"
+        if reason == PUNT_L2_MULTICAST and not self.router.is_local(pkt.dst):
+            # RFC 1812 5.3.4 / NetBSD ip_input: a unicast packet that came as
+            # a link-layer broadcast or multicast is not forwarded.
+            return "l2_multicast_dropped"
         return self._route(pkt)
 
     def _route(self, pkt: IpPacket) -> str:

@@ -37,11 +37,13 @@
     _(IP6_TRUNCATED, "ip6_truncated")                                       \
     _(IP6_BAD_VERSION, "ip6_bad_version")                                   \
     _(IP6_BAD_LENGTH, "ip6_bad_length") /* payload length beyond frame */   \
+    _(IP6_BAD_SRC, "ip6_bad_src")       /* multicast, ::, ::1 source */      \
     _(IP4_TRUNCATED, "ip4_truncated")                                       \
     _(IP4_BAD_VERSION, "ip4_bad_version")                                   \
     _(IP4_BAD_IHL, "ip4_bad_ihl")                                           \
     _(IP4_BAD_LENGTH, "ip4_bad_length")                                     \
     _(IP4_BAD_CHECKSUM, "ip4_bad_checksum")                                 \
+    _(IP4_BAD_SRC, "ip4_bad_src") /* martian: 0/8, 127/8, 224/3 source */    \
     _(IP4_DISABLED, "ip4_disabled")     /* router with ipv4 = false */      \
     _(BLACKHOLE, "blackhole")           /* blackhole route */               \
     _(EGRESS_DOWN, "egress_down")       /* route's port link is down */

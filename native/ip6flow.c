@@ -385,6 +385,27 @@ static inline void ff_punt(struct dp_stage *st, struct ffcache *c,
     dp_punt_why(st, m, reason);
 }
 
+/* Sources no router forwards from: multicast, unspecified, loopback
+ * (RFC 4291 2.5.2/2.5.3, 2.7). */
+static inline int ip6_bad_src(const uint8_t *a)
+{
+    uint64_t hi, lo;
+
+    if (a[0] == 0xff)
+        return 1;
+    memcpy(&hi, a, 8);
+    memcpy(&lo, a + 8, 8);
+    return hi == 0 && (lo & ~RTE_BE64(1)) == 0;
+}
+
+/* RFC 1812 5.3.7 martians: 0/8, 127/8, multicast and class E (224/3). */
+static inline int ip4_bad_src(rte_be32_t a)
+{
+    uint8_t first = (uint8_t)(rte_be_to_cpu_32(a) >> 24);
+
+    return first == 0 || first == 127 || first >= 224;
+}
+
 /* Classify one frame; a frame the stage finishes here (drop/punt) returns
  * CLS_DONE, one for the cache fills its key. */
 static inline int ff_classify(struct dp_stage *st, struct ip6flow *ff,
@@ -430,6 +451,10 @@ static inline int ff_classify(struct dp_stage *st, struct ip6flow *ff,
         }
         if (unlikely(l2_mcast)) {
             ff_punt(st, &ff->c6, m, DP_PUNT_L2_MULTICAST);
+            return CLS_DONE;
+        }
+        if (unlikely(ip6_bad_src(ip6->src_addr))) {
+            dp_drop(st, m, DP_DROP_IP6_BAD_SRC);
             return CLS_DONE;
         }
         if (unlikely(ip6->proto == 0)) {
@@ -489,6 +514,10 @@ static inline int ff_classify(struct dp_stage *st, struct ip6flow *ff,
         }
         if (unlikely(l2_mcast)) {
             ff_punt(st, &ff->c4, m, DP_PUNT_L2_MULTICAST);
+            return CLS_DONE;
+        }
+        if (unlikely(ip4_bad_src(ip->src_addr))) {
+            dp_drop(st, m, DP_DROP_IP4_BAD_SRC);
             return CLS_DONE;
         }
         if (unlikely(hlen != sizeof(*ip))) {
@@ -571,6 +600,12 @@ static void ff_route(struct dp_stage *st, struct ip6flow *ff, struct ffout *o,
 
     if (nh->kind == DP_NH_LOCAL) {
         ff_punt(st, c, m, DP_PUNT_LOCAL);
+        return;
+    }
+    /* A link-local source must not leave its link (RFC 4291 2.5.6): the
+     * slow path answers "beyond scope of source address". */
+    if (cls == CLS_V6 && k->src[0] == 0xfe && (k->src[1] & 0xc0) == 0x80) {
+        ff_punt(st, c, m, DP_PUNT_SCOPE);
         return;
     }
     if (*p.ttl <= 1) {
@@ -885,6 +920,7 @@ static const char *const punt_reason_names[] = {
     [DP_PUNT_L2_MULTICAST] = "l2_multicast",
     [DP_PUNT_MULTICAST] = "multicast",
     [DP_PUNT_ARP] = "arp",
+    [DP_PUNT_SCOPE] = "scope",
 };
 _Static_assert(RTE_DIM(punt_reason_names) <= DP_FF_MAX_REASONS,
                "raise DP_FF_MAX_REASONS");

@@ -419,6 +419,7 @@ uint32_t dp_router_generation(const struct dp_router *r);
 #define DP_PUNT_L2_MULTICAST 8 /* link-layer multicast/broadcast */
 #define DP_PUNT_MULTICAST 9    /* IP multicast destination (NDP...) */
 #define DP_PUNT_ARP 10         /* ARP */
+#define DP_PUNT_SCOPE 11       /* link-local source to be routed off-link */
 
 #define DP_FF_MAX_REASONS 16
 

@@ -676,7 +676,8 @@ def test_no_errors_about_odd_sources_fragments_or_link_broadcasts(rig):
         assert rig.punt(PUNT_NO_ROUTE, frame(packet)) == []
     broadcast = frame(udp4(ttl=1), dst="ff:ff:ff:ff:ff:ff")
     assert rig.punt(PUNT_L2_MULTICAST, broadcast) == []
-    assert rig.stats["icmp_suppressed"] == 7
+    assert rig.stats["icmp_suppressed"] == 6
+    assert rig.stats["l2_multicast_dropped"] == 1  # not routed at all (RFC 1812 5.3.4)
 
 
 # ---- to us ---------------------------------------------------------------------------------
@@ -762,12 +763,16 @@ def test_ipv4_options_are_forwarded_with_ttl_and_checksum_redone(rig):
     assert raw(forwarded[IP])[12:] == raw(packet)[12:]
 
 
-def test_link_layer_broadcast_to_a_unicast_destination_is_forwarded(rig):
+def test_link_layer_broadcast_to_a_unicast_destination_is_not_forwarded(rig):
+    """RFC 1812 5.3.4, NetBSD's ip_input: a unicast packet that arrived as a
+    link-layer broadcast/multicast is not routed; to us it is still served."""
     rig.know(WAN, GW4, GW_MAC)
-    packet = udp4()
-    forwarded = one(rig.punt(PUNT_L2_MULTICAST, frame(packet, dst="ff:ff:ff:ff:ff:ff")), port=WAN)
-    assert forwarded[Ether].dst == GW_MAC and forwarded[IP].ttl == 63
-    assert rig.stats["slow_forwarded"] == 1
+    assert rig.punt(PUNT_L2_MULTICAST, frame(udp4(), dst="ff:ff:ff:ff:ff:ff")) == []
+    assert rig.stats["l2_multicast_dropped"] == 1 and rig.stats["slow_forwarded"] == 0
+    ping = frame(IP(src=HOST4, dst=LAN4) / ICMP(type=8, id=7, seq=1), dst="ff:ff:ff:ff:ff:ff")
+    reply = one(rig.punt(PUNT_L2_MULTICAST, ping), port=LAN)
+    assert reply[ICMP].type == 0 and reply[ICMP].id == 7
+    assert rig.stats["echo_replies"] == 1
 
 
 def test_ethernet_padding_is_not_forwarded(rig):
