@@ -361,5 +361,72 @@ def pmds(as_json: bool, only_pci: bool, only_vdev: bool) -> None:
     Console().print(t)
 
 
+@main.command()
+@click.option("-c", "--config", "config_path", required=True, help="the DUT's config (its ports, its socket)")
+@click.option("-s", "--socket", "socket_path", help="the DUT's control socket (default: from --config)")
+@click.option("--source", type=click.Choice(["afpacket", "trex"]), default="afpacket", show_default=True,
+              help="afpacket: a paced sender on the veth peers of the DUT's net_af_packet ports; trex: TRex")
+@click.option("--in", "in_ports", help="DUT ports the traffic enters by (comma-separated)")
+@click.option("--out", "out_ports", help="DUT ports it leaves by (comma-separated)")
+@click.option("--max-rate", type=float, required=True, help="first trial's rate, pps (line rate)")
+@click.option("--resolution", type=float, help="stop when the bracket is this narrow, pps [1% of max]")
+@click.option("--duration", type=float, default=1.0, show_default=True, help="seconds per trial")
+@click.option("--loss-tolerance", type=float, default=0.5, show_default=True, help="PDR: loss allowed, %")
+@click.option("--max-trials", type=int, default=20, show_default=True)
+@click.option("--fanout", type=int, default=1, show_default=True,
+              help="copies of each packet expected back (packet broker: the tool ports)")
+@click.option("--count-at", type=click.Choice(["source", "dut"]), default="source", show_default=True,
+              help="dut: forwarded = the DUT's transmissions on --out (nothing comes back: a probe)")
+@click.option("--tx-iface", help="afpacket: interface to send on [veth peer of the --in port]")
+@click.option("--rx-iface", help="afpacket: interface to count returns on [veth peer of --out]")
+@click.option("--size", type=int, default=64, show_default=True, help="afpacket: frame size incl. FCS")
+@click.option("--flows", type=int, default=1, show_default=True, help="afpacket: source addresses")
+@click.option("--ipv", type=click.Choice(["4", "6"]), default="4", show_default=True)
+@click.option("--src", help="afpacket: first source address")
+@click.option("--dst", help="afpacket: destination address")
+@click.option("--dst-mac", help="afpacket: destination MAC [the DUT port's]")
+@click.option("--trex-server", default="127.0.0.1", show_default=True)
+@click.option("--profile", help="trex: a stateless profile (deploy/trex/*.py)")
+@click.option("-t", "tunables", help="trex: profile tunables, e.g. size=64,flows=1000000")
+@click.option("--trex-tx", default="0", show_default=True, help="trex: transmit ports")
+@click.option("--trex-rx", default="1", show_default=True, help="trex: receive ports")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.option("--json-out", help="also write the result as JSON to this file")
+def ndr(config_path: str, socket_path: str | None, source: str, in_ports: str | None,
+        out_ports: str | None, max_rate: float, resolution: float | None, duration: float,
+        loss_tolerance: float, max_trials: int, fanout: int, count_at: str, tx_iface: str | None,
+        rx_iface: str | None, size: int, flows: int, ipv: str, src: str | None, dst: str | None,
+        dst_mac: str | None, trex_server: str, profile: str | None, tunables: str | None,
+        trex_tx: str, trex_rx: str, as_json: bool, json_out: str | None) -> None:
+    """NDR/PDR search (RFC 2544) against a running dataplane, losses by reason."""
+    from . import ndr as ndr_mod
+    from .control import ControlError
+
+    try:
+        res = ndr_mod.run_cli(
+            config_path=config_path, socket_path=socket_path, source=source, in_ports=in_ports,
+            out_ports=out_ports, max_rate=max_rate, resolution=resolution, duration=duration,
+            loss_tolerance_pct=loss_tolerance, max_trials=max_trials, fanout=fanout,
+            count_at=count_at, tx_iface=tx_iface, rx_iface=rx_iface, size=size, flows=flows,
+            ipv=int(ipv), src=src, dst=dst, dst_mac=dst_mac, trex_server=trex_server,
+            profile=profile, tunables=tunables, trex_tx=trex_tx, trex_rx=trex_rx,
+            as_json=as_json, json_out=json_out, echo=lambda m: click.echo(m, err=True))
+    except ConfigError as e:
+        _fail(str(e), 2)
+    except (ValueError, RuntimeError, ControlError) as e:
+        _fail(str(e), 1)
+    except OSError as e:
+        _fail(f"{e.filename or 'ndr'}: {e.strerror or e}", 1)
+    if as_json:
+        _emit_json(res.as_dict())
+    else:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=max(console.width, 160))
+        console.print(ndr_mod.trial_table(res.trials))
+        for line in ndr_mod.summary_lines(res):
+            console.print(line, highlight=False, markup=False)
+
+
 if __name__ == "__main__":
     main()
