@@ -6,7 +6,8 @@ The dataplane runs io-forward (xconnect net_null0 <-> net_null1, one worker
 on cpu 1, main thread on cpu 0) through the CLI (`run --json`) with metrics
 on; in "scraped" runs a thread of this script GETs /metrics every
 1/--hz seconds for the whole run. Runs alternate for --rounds rounds (the host
-is shared); the figure is the dataplane's own tx rate over its run. Scrapes are
+is shared); the figure is the dataplane's own tx rate over its run. The script (scraper included) is
+pinned to the main core, off the worker's, as an agent would be. Scrapes are
 served from a snapshot the collector takes every interval_s, never from the
 workers: this measures that claim. See bench/README.md.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -122,6 +124,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--hz", type=float, default=10.0, help="scrapes per second")
     args = ap.parse_args()
+    # The scraper stands for a Prometheus agent on the housekeeping core: keep
+    # it (and this script) off the worker's core, as a deployment would.
+    os.sched_setaffinity(0, {MAIN_CPU})
     runs: dict[str, list[dict]] = {"plain": [], "scraped": []}
     with tempfile.TemporaryDirectory(prefix="scrape_bench_") as tmp:
         for rnd in range(args.rounds):
