@@ -284,7 +284,7 @@ class ControlServer:
         try:
             try:
                 req = json.loads(line)
-            except ValueError as e:
+            except (ValueError, RecursionError) as e:  # deep nesting: RecursionError
                 raise ControlError(f"not JSON: {e}") from None
             if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
                 raise ControlError('a request is {"cmd": "<command>", "args": {...}}')

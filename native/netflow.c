@@ -627,7 +627,9 @@ int dp_netflow_flush(struct dp_stage *st, unsigned max)
             max--;
         }
     }
-    nf->flush_from = nf->used ? i : 0;
+    /* Resume here next time, or from the start once past the end: flows
+     * created between two calls may sit below where this one stopped. */
+    nf->flush_from = (nf->used && i < nf->max_flows) ? i : 0;
     return (int)nf->used;
 }
 
