@@ -3,6 +3,7 @@ test forked so it gets its own EAL and file prefix), e2e (the CLI as a
 subprocess), netns (namespaces and veth pairs; root)."""
 from __future__ import annotations
 
+import glob
 import json
 import os
 import uuid
@@ -33,6 +34,31 @@ def file_prefix(request) -> str:
     return unique_prefix(request.node.name[:16].replace("[", "_").replace("]", "_"))
 
 
+def _death_details(item, pid: int) -> str:
+    """What a forked test that died left behind: sanitizer reports written to
+    files (make sanitize sets ASan's log_path) and the output it wrote in the
+    phase it died in. pytest's capture file was opened before the fork, so the
+    child's unread output (a UBSan report, an rte_panic, a crash message) is
+    still there for the parent to read."""
+    texts = []
+    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+        for opt in os.environ.get(var, "").split(":"):
+            if opt.startswith("log_path="):
+                for f in sorted(glob.glob(f"{opt[len('log_path='):]}.{pid}*")):
+                    with open(f, errors="replace") as fh:
+                        texts.append(fh.read())
+    capman = item.config.pluginmanager.getplugin("capturemanager")
+    if capman is not None:
+        try:
+            out, err = capman.read_global_capture()
+        except Exception:  # noqa: BLE001 - capture off or closed: nothing to add
+            out, err = "", ""
+        for name, text in (("stdout", out), ("stderr", err)):
+            if text.strip():
+                texts.append(f"---- its captured {name} (last 20000 characters) ----\n{text[-20000:]}")
+    return "\n".join(texts)
+
+
 def _run_in_fork(item, nextitem) -> list:
     """Run one test's setup/call/teardown in a child; return its reports.
     Reports cross the pipe through pytest's own (de)serialization hooks."""
@@ -59,8 +85,10 @@ def _run_in_fork(item, nextitem) -> list:
                 for d in json.loads(payload)]
     how = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
            else f"exit status {os.WEXITSTATUS(status)}")
+    report = _death_details(item, pid)
     return [TestReport(item.nodeid, item.location, {k: 1 for k in item.keywords}, "failed",
-                       f"the forked test process died ({how}) before reporting", "call")]
+                       f"the forked test process died ({how}) before reporting"
+                       + (f"\n{report}" if report else ""), "call")]
 
 
 @pytest.hookimpl(tryfirst=True)
