@@ -184,10 +184,8 @@ class Ip6flowController:
             with self._slow_lock:
                 self.slowpath.set_icmp_rate(new.icmp_rate, new.icmp_burst)
 
-        def key(r):
-            return r.prefix
-        old_routes = {key(r): r for r in old.routes}
-        new_routes = {key(r): r for r in new.routes}
+        old_routes = {r.prefix: r for r in old.routes}
+        new_routes = {r.prefix: r for r in new.routes}
         for prefix in old_routes.keys() - new_routes.keys():
             self.table.route_del(prefix)
         for prefix, r in new_routes.items():
