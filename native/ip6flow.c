@@ -173,22 +173,29 @@ static void ff_free(struct ffcache *c, uint32_t i)
     c->used--;
 }
 
-/* Room for one more flow: a free entry, else reap (invalid first, then LRU). */
+/* The seed's ip6flow_reap(just_one): an entry whose route is no longer
+ * valid first, else the least recently used one. 0 if the cache is empty. */
+static int ff_reap_one(struct ffcache *c)
+{
+    if (c->stale.tail != FF_NONE) {
+        ff_free(c, c->stale.tail);
+        c->st.reaped_invalid++;
+    } else if (c->fresh.tail != FF_NONE) {
+        ff_free(c, c->fresh.tail);
+        c->st.reaped_lru++;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+/* Room for one more flow: a free entry, else reap one. */
 static uint32_t ff_alloc(struct ffcache *c)
 {
     uint32_t i;
 
-    if (c->used >= c->maxflows) {
-        if (c->stale.tail != FF_NONE) {
-            ff_free(c, c->stale.tail);
-            c->st.reaped_invalid++;
-        } else if (c->fresh.tail != FF_NONE) {
-            ff_free(c, c->fresh.tail);
-            c->st.reaped_lru++;
-        } else {
-            return FF_NONE; /* maxflows 0 */
-        }
-    }
+    if (c->used >= c->maxflows && !ff_reap_one(c))
+        return FF_NONE; /* maxflows 0 */
     i = c->free_head;
     c->free_head = c->e[i].next;
     c->used++;
@@ -254,15 +261,8 @@ static int ff_configure(struct ffcache *c, uint32_t maxflows,
     if (hashsize == c->hashsize && maxflows <= c->alloc) {
         /* Lowering maxflows reaps at once (the seed's ip6flow_reap). */
         c->maxflows = maxflows;
-        while (c->used > c->maxflows) {
-            if (c->stale.tail != FF_NONE) {
-                ff_free(c, c->stale.tail);
-                c->st.reaped_invalid++;
-            } else {
-                ff_free(c, c->fresh.tail);
-                c->st.reaped_lru++;
-            }
-        }
+        while (c->used > c->maxflows && ff_reap_one(c))
+            ;
         c->st.maxflows = maxflows;
         return 0;
     }
@@ -580,22 +580,11 @@ static void ff_route(struct dp_stage *st, struct ip6flow *ff, struct ffout *o,
                      uint32_t now, struct rte_mbuf *m, int cls,
                      const struct ffkey *k, uint32_t h, uint32_t idx)
 {
-    const struct dp_nexthop *nh;
+    const uint32_t nh_id = rt_lookup(rt, cls == CLS_V6 ? 6 : 4, k->dst);
+    const struct dp_nexthop *nh = &rt->nh[nh_id];
     struct ffpkt p;
-    uint64_t nh_id = 0;
     struct ffentry *f;
 
-    if (cls == CLS_V6) {
-        uint8_t ip[1][16];
-        memcpy(ip[0], k->dst, 16);
-        rte_fib6_lookup_bulk(rt->fib6, ip, &nh_id, 1);
-    } else {
-        uint32_t ip;
-        memcpy(&ip, k->dst, 4);
-        ip = rte_be_to_cpu_32(ip);
-        rte_fib_lookup_bulk(rt->fib4, &ip, &nh_id, 1);
-    }
-    nh = &rt->nh[nh_id];
     ff_pkt(m, cls, &p);
 
     if (nh->kind == DP_NH_LOCAL) {

@@ -311,23 +311,6 @@ static void expire(struct netflow *nf, uint32_t i, uint8_t reason)
 
 /* ---- the packet path ------------------------------------------------------- */
 
-static uint32_t rt_lookup(const struct rt_copy *rt, int ipver, const uint8_t *a)
-{
-    uint64_t nh = 0;
-
-    if (ipver == 4) {
-        uint32_t ip;
-        memcpy(&ip, a, 4);
-        ip = rte_be_to_cpu_32(ip);
-        rte_fib_lookup_bulk(rt->fib4, &ip, &nh, 1);
-    } else {
-        uint8_t ip[1][16];
-        memcpy(ip[0], a, 16);
-        rte_fib6_lookup_bulk(rt->fib6, ip, &nh, 1);
-    }
-    return (uint32_t)nh;
-}
-
 /* What ng_netflow takes from the route table when a flow starts: the
  * output interface and next hop of the destination's route, and the
  * prefix lengths of the routes to source and destination. */

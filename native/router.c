@@ -193,23 +193,12 @@ static int apply(struct dp_router *r, struct rt_copy *c, const struct rt_op *op)
 static int invalidates_flows(const struct dp_router *r, const struct rt_op *op)
 {
     const struct rt_copy *c = r->active;
-    uint64_t nh = 0;
 
     if (op->kind == OP_NH)
         return 0;
     if (op->kind == OP_DEL || op->plen != (op->family == 4 ? 32 : 128))
         return 1;
-    if (op->family == 4) {
-        uint32_t ip;
-        memcpy(&ip, op->addr, 4);
-        ip = rte_be_to_cpu_32(ip);
-        rte_fib_lookup_bulk(c->fib4, &ip, &nh, 1);
-    } else {
-        uint8_t ip[1][16];
-        memcpy(ip[0], op->addr, 16);
-        rte_fib6_lookup_bulk(c->fib6, ip, &nh, 1);
-    }
-    return c->nh[nh].kind == DP_NH_FORWARD;
+    return c->nh[rt_lookup(c, op->family, op->addr)].kind == DP_NH_FORWARD;
 }
 
 /* Apply to the standby copy now; keep it for the replay after commit. */
@@ -329,28 +318,11 @@ int dp_router_commit(struct dp_router *r)
 int dp_router_lookup(struct dp_router *r, int family, const uint8_t *addr,
                      uint32_t *nh_id)
 {
-    const struct rt_copy *c = r->active;
-    uint64_t nh = 0;
-    int rc;
-
-    if (family == 4) {
-        uint32_t ip;
-        memcpy(&ip, addr, 4);
-        ip = rte_be_to_cpu_32(ip);
-        rc = rte_fib_lookup_bulk(c->fib4, &ip, &nh, 1);
-    } else if (family == 6) {
-        uint8_t ip[1][16];
-        memcpy(ip[0], addr, 16);
-        rc = rte_fib6_lookup_bulk(c->fib6, ip, &nh, 1);
-    } else {
+    if (family != 4 && family != 6) {
         dp_set_error(EINVAL, "router: bad family %d", family);
         return -EINVAL;
     }
-    if (rc < 0) {
-        dp_set_error(-rc, "router: lookup failed");
-        return rc;
-    }
-    *nh_id = (uint32_t)nh;
+    *nh_id = rt_lookup(r->active, family, addr);
     return 0;
 }
 

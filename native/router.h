@@ -48,6 +48,26 @@ static inline const struct rt_copy *rt_view(const struct dp_router *r,
     return __atomic_load_n(&r->active, __ATOMIC_ACQUIRE);
 }
 
+/* Longest-prefix match of one address (network order; family 4 or 6) in a
+ * table copy: the next-hop id, 0 for none. */
+static inline uint32_t rt_lookup(const struct rt_copy *rt, int family,
+                                 const uint8_t *addr)
+{
+    uint64_t nh = 0;
+
+    if (family == 4) {
+        uint32_t ip;
+        memcpy(&ip, addr, 4);
+        ip = rte_be_to_cpu_32(ip);
+        rte_fib_lookup_bulk(rt->fib4, &ip, &nh, 1);
+    } else {
+        uint8_t ip[1][16];
+        memcpy(ip[0], addr, 16);
+        rte_fib6_lookup_bulk(rt->fib6, ip, &nh, 1);
+    }
+    return (uint32_t)nh;
+}
+
 /* The quiescent-state tracker the workers report to (worker.c). */
 struct rte_rcu_qsbr;
 extern struct rte_rcu_qsbr *dp_qsbr;
