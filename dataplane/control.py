@@ -11,6 +11,7 @@ runtime directory; every client's credentials are logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import grp
 import json
 import logging
@@ -129,6 +130,24 @@ def _arg_error(e: dict) -> str:
     if e["type"] == "missing":
         return f"{key}: missing"
     return f"{key}: {e['msg']} (got {e.get('input')!r})"
+
+
+SUN_PATH_MAX = 107  # bytes a sockaddr_un path holds, less its NUL
+
+
+@contextlib.contextmanager
+def addressable(path: Path):
+    """A name bind()/connect() accept for `path`: itself, or, when it is
+    longer than a sockaddr_un holds (deep runtime dirs), the same file seen
+    through /proc/self/fd/<fd of its directory>/<name>."""
+    if len(os.fsencode(str(path))) <= SUN_PATH_MAX:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -325,7 +344,8 @@ class ControlServer:
             # a socket left by a crashed run; a live instance would answer
             probe = socket.socket(socket.AF_UNIX)
             try:
-                probe.connect(str(self.path))
+                with addressable(self.path) as name:
+                    probe.connect(name)
                 raise ControlError(f"{self.path}: another dataplane is listening there")
             except (ConnectionRefusedError, FileNotFoundError):
                 self.path.unlink()
@@ -343,8 +363,9 @@ class ControlServer:
     async def _serve(self) -> None:
         old = os.umask(0o177)  # the socket is born 0600: no window where others can connect
         try:
-            server = await asyncio.start_unix_server(self._client, path=str(self.path),
-                                                     limit=self.max_request)
+            with addressable(self.path) as name:
+                server = await asyncio.start_unix_server(self._client, path=name,
+                                                         limit=self.max_request)
         finally:
             os.umask(old)
         if self.group:
@@ -405,7 +426,8 @@ def request(path: Path, cmd: str, args: dict | None = None, timeout: float = 10.
     """Client side: one request, its result; raises ControlError on an error answer."""
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(timeout)
-        s.connect(str(path))
+        with addressable(Path(path)) as name:
+            s.connect(name)
         s.sendall(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")
         buf = b""
         while not buf.endswith(b"\n"):

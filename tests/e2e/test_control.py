@@ -196,3 +196,28 @@ def test_top_shows_live_rates(running_dataplane):
                         "--interval", "0.3"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     assert "mirror" in r.stdout and "netflow" in r.stdout
+
+
+def test_control_socket_works_under_a_runtime_dir_too_deep_for_sockaddr_un(tmp_path):
+    """A socket path longer than sockaddr_un holds (108 bytes) is bound and
+    reached through /proc/self/fd/<dir fd>/<name>, not refused."""
+    prefix = unique_prefix("deep")
+    run_dir = tmp_path / ("d" * 60) / ("e" * 40) / "run"
+    cfg = tmp_path / "dp.toml"
+    cfg.write_text(eal_toml(prefix) + f"""
+[[ports]]
+name = "a"
+device = "net_null0"
+[[pipeline]]
+stage = "xconnect"
+map = {{ a = "a" }}
+[run]
+runtime_dir = "{run_dir}"
+[metrics]
+enabled = false
+""")
+    sock = run_dir / f"{prefix}.sock"
+    assert len(str(sock).encode()) > 108
+    with RunningCli(cfg, sock) as dp:
+        assert json.loads(ctl(sock, "status", "--json").stdout)["pid"] == dp.proc.pid
+        assert request(sock, "status")["running"] is True
