@@ -26,8 +26,10 @@ def xconnect(mapping: dict[str, str]) -> str:
     return f'[[pipeline]]\nstage = "xconnect"\nmap = {{ {pairs} }}\n'
 
 
-def vdev_config(file_prefix: str, body: str, workers: str = "[1]", extra: str = "") -> config.Config:
-    text = textwrap.dedent(f"""
+def vdev_toml(file_prefix: str, workers: str = "[1]") -> str:
+    """The [eal], [mempool] and [run] tables of a test on virtual devices: no
+    hugepages, a small pool, workers back in Python every 20 ms."""
+    return textwrap.dedent(f"""
         [eal]
         workers = {workers}
         hugepages = false
@@ -39,7 +41,11 @@ def vdev_config(file_prefix: str, body: str, workers: str = "[1]", extra: str = 
         cache = 64
         [run]
         poll_budget_ms = 20
-        """) + textwrap.dedent(body) + textwrap.dedent(extra)
+        """)
+
+
+def vdev_config(file_prefix: str, body: str, workers: str = "[1]", extra: str = "") -> config.Config:
+    text = vdev_toml(file_prefix, workers) + textwrap.dedent(body) + textwrap.dedent(extra)
     return config.loads(text, "<test>", check_drivers=False)
 
 

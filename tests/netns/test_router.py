@@ -50,7 +50,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import kill_proc, sh
+from tests.helpers import kill_proc, sh, vdev_toml
 from tests.netns.topology import (
     DPDK_RUN_ROOT,
     DataplaneProc,
@@ -80,21 +80,7 @@ TCP_PORT = 5201
 # ---- the router -----------------------------------------------------------------
 
 def write_config(path: Path, topo: Topo, file_prefix: str, socket: Path) -> Path:
-    path.write_text(textwrap.dedent(f"""
-        [eal]
-        workers = [1]
-        hugepages = false
-        memory_mb = 256
-        file_prefix = "{file_prefix}"
-        log_level = "warning"
-
-        [mempool]
-        mbufs = 8191
-        cache = 64
-
-        [run]
-        poll_budget_ms = 20
-
+    path.write_text(vdev_toml(file_prefix) + textwrap.dedent(f"""
         [control]
         socket = "{socket}"
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import kill_proc, sh
+from tests.helpers import kill_proc, sh, vdev_toml
 from tests.netns.topology import (
     DPDK_RUN_ROOT,
     DataplaneProc,
@@ -58,21 +58,7 @@ def topo():
 
 def write_config(tmp_path: Path, topo: Topo, file_prefix: str) -> Path:
     path = tmp_path / "netns.toml"
-    path.write_text(textwrap.dedent(f"""
-        [eal]
-        workers = [1]
-        hugepages = false
-        memory_mb = 256
-        file_prefix = "{file_prefix}"
-        log_level = "warning"
-
-        [mempool]
-        mbufs = 8191
-        cache = 64
-
-        [run]
-        poll_budget_ms = 20
-
+    path.write_text(vdev_toml(file_prefix) + textwrap.dedent(f"""
         [[ports]]
         name = "a"
         device = "net_af_packet0,iface={topo.da}"
