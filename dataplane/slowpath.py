@@ -11,8 +11,10 @@ unmodified (hop limit not yet decremented), with its rx port and a reason
   packet too big / fragmentation needed, destination and port unreachable,
   all through one token bucket;
 * echo replies for pings to our addresses;
-* forwarding what the fast path does not: hop-by-hop options, IPv4 options,
-  link-layer multicast frames to unicast IP destinations, IPv4 fragmentation.
+* forwarding what the fast path does not: hop-by-hop options and IPv4
+  options (processed by ipoptions.py first: Parameter Problem for bad ones,
+  record route and timestamps filled in, source routes refused), IPv4
+  fragmentation.
 
 The reason only says why the fast path gave up; the decision is made again
 here from the frame and the current route table (a route may have changed
@@ -31,6 +33,7 @@ Not thread safe: call ``handle`` and ``tick`` from one thread.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import ipaddress
 import logging
 import struct
@@ -50,12 +53,15 @@ from scapy.layers.inet6 import (
     ICMPv6NDOptDstLLAddr,
     ICMPv6NDOptSrcLLAddr,
     ICMPv6PacketTooBig,
+    ICMPv6ParamProblem,
     ICMPv6TimeExceeded,
     IPv6,
 )
 from scapy.layers.l2 import ARP
 from scapy.packet import Packet as ScapyPacket
 from scapy.packet import Raw
+
+from .ipoptions import OptionsRefused, Problem, process_hop_by_hop, process_ipv4
 
 if TYPE_CHECKING:
     from .routing import Interface, Lookup
@@ -104,13 +110,15 @@ OUTCOMES = (
     "icmp_time_exceeded",
     "icmp_too_big",          # ICMPv6 packet too big
     "icmp_frag_needed",      # ICMP fragmentation needed (DF set)
-    "icmp_unreachable",      # no route / reject route / beyond scope
+    "icmp_unreachable",      # no route / reject route / beyond scope / refused source route
+    "icmp_parameter_problem",  # a malformed IPv4 option or hop-by-hop option (ipoptions.py)
     "icmp_rate_limited",     # an error was due but the token bucket was empty
     "icmp_suppressed",       # an error was due but is never sent (about an error, multicast...)
     "no_source_address",     # no address of that family to send an error or solicitation from
     # bad input
     "malformed",
     "bad_checksum",
+    "bad_options_dropped",   # hop-by-hop options past their header, or an unknown one to discard
     "ignored",               # punt reason other/unknown, non-IP ethertype, link-local not ours
     "no_interface",          # an answer was due out of a port that is no router interface
     "internal_error",        # a bug: logged with its traceback
@@ -182,9 +190,13 @@ BEYOND_SCOPE = IcmpError((1, 2), None, "icmp_unreachable")            # link-loc
 ADDRESS_UNREACHABLE = IcmpError((1, 3), (3, 1), "icmp_unreachable")   # ICMP: host unreachable
 PORT_UNREACHABLE = IcmpError((1, 4), (3, 3), "port_unreachable")
 PACKET_TOO_BIG = IcmpError((2, 0), None, "icmp_too_big")
+PARAMETER_PROBLEM = IcmpError((4, 0), (12, 0), "icmp_parameter_problem")
+UNRECOGNIZED_OPTION = IcmpError((4, 2), None, "icmp_parameter_problem")
+SOURCE_ROUTE_REFUSED = IcmpError(None, (3, 9), "icmp_unreachable")   # NetBSD: allowsrcrt = 0
 FRAG_NEEDED = IcmpError(None, (3, 4), "icmp_frag_needed")
 
-ICMPV6_ERROR_LAYERS = {1: ICMPv6DestUnreach, 2: ICMPv6PacketTooBig, 3: ICMPv6TimeExceeded}
+ICMPV6_ERROR_LAYERS = {1: ICMPv6DestUnreach, 2: ICMPv6PacketTooBig, 3: ICMPv6TimeExceeded,
+                       4: ICMPv6ParamProblem}
 
 
 class Discard(Exception):
@@ -222,6 +234,11 @@ class IpPacket:
     @property
     def header_len(self) -> int:
         return 40 if self.version == 6 else (self.data[0] & 0x0F) * 4
+
+    @property
+    def has_options(self) -> bool:
+        """IPv4 options, or an IPv6 hop-by-hop header."""
+        return self.header_len > 20 if self.version == 4 else self.data[6] == IPV6_HOP_BY_HOP
 
     @property
     def ethertype(self) -> int:
@@ -369,7 +386,39 @@ class SlowPath:
             # RFC 1812 5.3.4 / NetBSD ip_input: a unicast packet that came as
             # a link-layer broadcast or multicast is not forwarded.
             return "l2_multicast_dropped"
+        if pkt.has_options:
+            # ip_input / ip6_input: options first, for us or to forward
+            try:
+                pkt = self._with_options_processed(pkt)
+            except OptionsRefused as refused:
+                return self._refuse_options(pkt, refused.problem)
         return self._route(pkt)
+
+    def _with_options_processed(self, pkt: IpPacket) -> IpPacket:
+        if pkt.version == 6:
+            process_hop_by_hop(pkt.data, pkt.dst.is_multicast)
+            return pkt
+        iface = self.router.interface(pkt.rx_port)
+        header = process_ipv4(pkt.data[:pkt.header_len], self._egress_address4,
+                              source_address(iface, pkt.src, any_global=True),
+                              self.router.is_local)
+        return dataclasses.replace(pkt, data=header + pkt.data[pkt.header_len:])
+
+    def _egress_address4(self, dst: ipaddress.IPv4Address) -> ipaddress.IPv4Address | None:
+        route = self.router.lookup(dst)
+        if route.kind not in ("forward", "resolve") or route.port_id is None:
+            return None
+        return source_address(self.router.interface(route.port_id), dst, any_global=True)
+
+    def _refuse_options(self, pkt: IpPacket, problem: Problem) -> str:
+        if problem.kind == "parameter":
+            error = UNRECOGNIZED_OPTION if problem.code == 2 else PARAMETER_PROBLEM
+            return self._send_error(pkt, error, pointer=problem.pointer)
+        if problem.kind == "source_route":
+            return self._send_error(pkt, SOURCE_ROUTE_REFUSED)
+        if problem.kind == "unreachable":
+            return self._send_error(pkt, ADDRESS_UNREACHABLE)
+        return "bad_options_dropped"
 
     def _route(self, pkt: IpPacket) -> str:
         """Decide as the fast path does, with the table as it is now."""
@@ -602,7 +651,7 @@ class SlowPath:
 
     # ---- errors ---------------------------------------------------------------------
 
-    def _send_error(self, pkt: IpPacket, error: IcmpError, mtu: int = 0) -> str:
+    def _send_error(self, pkt: IpPacket, error: IcmpError, mtu: int = 0, pointer: int = 0) -> str:
         """An ICMP(v6) error about `pkt`, back to its source; returns the outcome."""
         type_code = error.v6 if pkt.version == 6 else error.v4
         if type_code is None or not self._may_send_error(pkt, error):
@@ -617,12 +666,16 @@ class SlowPath:
             layer = ICMPV6_ERROR_LAYERS[icmp_type](code=code)
             if icmp_type == 2:
                 layer.mtu = mtu
+            elif icmp_type == 4:
+                layer.ptr = pointer
             quote = pkt.data[:IPV6_MIN_MTU - 40 - 8]  # the whole error fits in 1280 bytes
             message = IPv6(src=str(source), dst=str(pkt.src), hlim=DEFAULT_HOP_LIMIT) / layer
         else:
             layer = ICMP(type=icmp_type, code=code)
             if error is FRAG_NEEDED:
                 layer.nexthopmtu = mtu  # RFC 1191
+            elif error is PARAMETER_PROBLEM:
+                layer.ptr = pointer
             quote = pkt.data[:pkt.header_len + 8]  # RFC 792: the IP header and 8 bytes
             message = IP(src=str(source), dst=str(pkt.src), ttl=DEFAULT_HOP_LIMIT) / layer
         self._send_back(pkt, message / Raw(quote))

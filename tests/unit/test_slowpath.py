@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_Router_Alert, IPOption_RR
 from scapy.layers.inet6 import (
+    HBHOptUnknown,
     ICMPv6DestUnreach,
     ICMPv6EchoReply,
     ICMPv6EchoRequest,
@@ -24,6 +26,7 @@ from scapy.layers.inet6 import (
     ICMPv6NDOptDstLLAddr,
     ICMPv6NDOptSrcLLAddr,
     ICMPv6PacketTooBig,
+    ICMPv6ParamProblem,
     ICMPv6TimeExceeded,
     IPv6,
     IPv6ExtHdrHopByHop,
@@ -824,3 +827,141 @@ def test_every_frame_has_exactly_one_outcome(rig):
     assert sum(counts.values()) == len(frames)
     assert set(OUTCOMES).isdisjoint(EVENTS)
     assert rig.stats["punted_local"] == 2 and rig.stats["punted_other"] == 1
+
+
+# ---- options (dataplane/ipoptions.py, NetBSD ip_dooptions / RFC 8200 4.2) -------------------
+
+def ipv4_with_options(options: bytes, dst=REMOTE4) -> bytes:
+    """A UDP datagram whose header carries `options` as given, well formed or
+    not (scapy would rebuild them), with a correct header checksum."""
+    assert len(options) % 4 == 0
+    plain = bytearray(raw(udp4(dst=dst)))
+    header = plain[:20] + options
+    header[0] = 0x40 | len(header) // 4
+    header[2:4] = (len(plain) + len(options)).to_bytes(2, "big")
+    return slowpath.ipv4_with_checksum(header) + bytes(plain[20:])
+
+
+def frame4(datagram: bytes) -> bytes:
+    return raw(Ether(src=HOST_MAC, dst=LAN_MAC, type=0x0800) / datagram)
+
+
+def test_record_route_gets_the_egress_address(rig):
+    rig.know(WAN, GW4, GW_MAC)
+    packet = ipv4_with_options(b"\x07\x0b\x04" + bytes(8) + b"\x00")  # room for 2, NOP-padded
+    forwarded = one(rig.punt(PUNT_IP4_OPTIONS, frame4(packet)), port=WAN)
+    options = raw(forwarded[IP])[20:forwarded[IP].ihl * 4]
+    assert options[:3] == b"\x07\x0b\x08"                    # the pointer moved by one address
+    assert options[3:7] == A(WAN4).packed and options[7:11] == bytes(4)
+    assert forwarded[IP].ttl == 63 and rig.stats["slow_forwarded"] == 1
+
+
+def test_full_record_route_is_forwarded_unchanged(rig):
+    rig.know(WAN, GW4, GW_MAC)
+    packet = ipv4_with_options(b"\x07\x07\x08" + A(HOST4).packed + b"\x00")
+    forwarded = one(rig.punt(PUNT_IP4_OPTIONS, frame4(packet)), port=WAN)
+    assert raw(forwarded[IP])[20:28] == packet[20:28]
+
+
+def test_timestamp_only_records_milliseconds_since_midnight_ut(rig):
+    rig.know(WAN, GW4, GW_MAC)
+    packet = ipv4_with_options(b"\x44\x0c\x05\x00" + bytes(8))
+    before = int(time.time() * 1000) % 86_400_000
+    forwarded = one(rig.punt(PUNT_IP4_OPTIONS, frame4(packet)), port=WAN)
+    options = raw(forwarded[IP])[20:32]
+    assert options[2] == 9 and options[8:12] == bytes(4)
+    stamp = int.from_bytes(options[4:8], "big")
+    assert 0 <= (stamp - before) % 86_400_000 < 60_000
+
+
+def test_timestamp_with_address_records_the_rx_interface(rig):
+    rig.know(WAN, GW4, GW_MAC)
+    packet = ipv4_with_options(b"\x44\x0c\x05\x01" + bytes(8))
+    forwarded = one(rig.punt(PUNT_IP4_OPTIONS, frame4(packet)), port=WAN)
+    options = raw(forwarded[IP])[20:32]
+    assert options[2] == 13 and options[4:8] == A(LAN4).packed
+
+
+def test_full_timestamp_counts_an_overflow_then_is_a_parameter_problem(rig):
+    rig.know(WAN, GW4, GW_MAC)
+    forwarded = one(rig.punt(PUNT_IP4_OPTIONS, frame4(ipv4_with_options(b"\x44\x08\x09\x20" + bytes(4)))))
+    assert raw(forwarded[IP])[23] == 0x30  # overflow 2 -> 3, flag 0
+    error = one(rig.punt(PUNT_IP4_OPTIONS, frame4(ipv4_with_options(b"\x44\x08\x09\xf0" + bytes(4)))),
+                port=LAN)
+    assert (error[ICMP].type, error[ICMP].code, error[ICMP].ptr) == (12, 0, 22)
+
+
+@pytest.mark.parametrize("options, pointer", [
+    (b"\x07\x09\x04\x00", 21),            # length past the header
+    (b"\x07\x01\x00\x00", 21),            # length below 2
+    (b"\x01\x01\x01\x07", 24),            # no room for the length octet
+    (b"\x07\x07\x03" + bytes(5), 22),      # record route pointer below 4
+    (b"\x44\x0c\x04\x00" + bytes(8), 22),  # timestamp pointer below 5
+    (b"\x44\x0c\x05\x02" + bytes(8), 23),  # unknown timestamp flag
+], ids=["past-header", "short", "no-length", "rr-pointer", "ts-pointer", "ts-flag"])
+def test_malformed_ipv4_options_get_parameter_problem(rig, options, pointer):
+    packet = ipv4_with_options(options)
+    error = one(rig.punt(PUNT_IP4_OPTIONS, frame4(packet)), port=LAN)
+    assert (error[IP].src, error[IP].dst) == (LAN4, HOST4)
+    assert (error[ICMP].type, error[ICMP].code, error[ICMP].ptr) == (12, 0, pointer)
+    assert raw(error)[14 + 20 + 8:] == packet[:20 + len(options) + 8]  # header and 8 bytes
+    assert rig.stats["icmp_parameter_problem"] == 1
+
+
+@pytest.mark.parametrize("kind", [0x83, 0x89], ids=["lsrr", "ssrr"])
+def test_source_routes_are_refused(rig, kind):
+    rig.know(WAN, GW4, GW_MAC)
+    packet = ipv4_with_options(bytes([kind, 7, 4]) + A(GW4).packed + b"\x00")
+    error = one(rig.punt(PUNT_IP4_OPTIONS, frame4(packet)), port=LAN)
+    assert (error[ICMP].type, error[ICMP].code) == (3, 9)
+    assert rig.stats["icmp_unreachable"] == 1 and rig.stats["slow_forwarded"] == 0
+
+
+def test_record_route_to_nowhere_is_host_unreachable(rig):
+    packet = ipv4_with_options(b"\x07\x07\x04" + bytes(4) + b"\x00", dst=NOWHERE4)
+    error = one(rig.punt(PUNT_IP4_OPTIONS, frame4(packet)), port=LAN)
+    assert (error[ICMP].type, error[ICMP].code) == (3, 1)
+
+
+def hbh(*options, dst=REMOTE6):
+    return IPv6(src=HOST6, dst=dst) / IPv6ExtHdrHopByHop(options=list(options)) / UDP() / b"x"
+
+
+@pytest.mark.parametrize("option_type", [0x1E, 0x3F], ids=["0x1e", "0x3f"])
+def test_unknown_skippable_hop_by_hop_option_is_forwarded(rig, option_type):
+    rig.know(WAN, GW6, GW_MAC)
+    packet = hbh(HBHOptUnknown(otype=option_type, optdata=b"ab"))
+    forwarded = one(rig.punt(PUNT_HBH, frame(packet)), port=WAN)
+    assert raw(forwarded[IPv6])[8:] == raw(packet)[8:]
+
+
+def test_unknown_hop_by_hop_option_to_discard_is_dropped_silently(rig):
+    rig.know(WAN, GW6, GW_MAC)
+    assert rig.punt(PUNT_HBH, frame(hbh(HBHOptUnknown(otype=0x5E, optdata=b"ab")))) == []
+    assert rig.stats["bad_options_dropped"] == 1
+
+
+@pytest.mark.parametrize("option_type", [0x9E, 0xDE], ids=["action-10", "action-11"])
+def test_unknown_hop_by_hop_option_gets_parameter_problem_code_2(rig, option_type):
+    rig.know(WAN, GW6, GW_MAC)
+    packet = hbh(RouterAlert(), HBHOptUnknown(otype=option_type, optdata=b"ab"))
+    error = one(rig.punt(PUNT_HBH, frame(packet)), port=LAN)
+    # the IPv6 header (40), next header + length (2), router alert (4): the option at 46
+    assert (error[ICMPv6ParamProblem].code, error[ICMPv6ParamProblem].ptr) == (2, 46)
+    assert quoted(error) == raw(packet)
+    assert rig.stats["icmp_parameter_problem"] == 1
+
+
+def test_bad_router_alert_length_points_at_the_length(rig):
+    rig.know(WAN, GW6, GW_MAC)
+    packet = hbh(HBHOptUnknown(otype=0x05, optdata=b"abc"))
+    error = one(rig.punt(PUNT_HBH, frame(packet)), port=LAN)
+    assert (error[ICMPv6ParamProblem].code, error[ICMPv6ParamProblem].ptr) == (0, 43)
+
+
+def test_hop_by_hop_option_past_its_header_is_dropped(rig):
+    rig.know(WAN, GW6, GW_MAC)
+    packet = bytearray(raw(hbh(HBHOptUnknown(otype=0x1E, optdata=b"abcd"))))
+    packet[43] = 30  # the option now runs past the 8-byte header
+    assert rig.punt(PUNT_HBH, frame(IPv6(bytes(packet)))) == []
+    assert rig.stats["bad_options_dropped"] == 1
