@@ -268,6 +268,9 @@ class Ip6flowStage(Strict):
     idle_timeout_s: float = Field(5.0, gt=0, le=86400, description="an unused flow is freed after this")
     icmp_rate: float = Field(100.0, ge=0, description="ICMP errors per second (token bucket)")
     icmp_burst: int = Field(10, ge=1)
+    neighbour_reachable_s: float = Field(
+        30.0, ge=0, le=86400,
+        description="a learnt neighbour not heard from this long is polled, then forgotten (0: never)")
     max_routes: int = Field(65536, ge=16, le=1 << 24, description="per family")
     max_nexthops: int = Field(16384, ge=16, le=32767)
     ipv4_tbl8: int = Field(4096, ge=16, le=1 << 20, description="IPv4 FIB groups for routes longer than /24")

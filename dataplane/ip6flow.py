@@ -77,7 +77,8 @@ class Ip6flowController:
     def start(self) -> None:
         """Ports are started: take punts, watch links."""
         self.slowpath = SlowPath(self.table, self._inject, icmp_rate=self.cfg.icmp_rate,
-                                 icmp_burst=self.cfg.icmp_burst)
+                                 icmp_burst=self.cfg.icmp_burst,
+                                 reachable_s=self.cfg.neighbour_reachable_s)
         self.dp.on_punt(self._on_punt)
         self._thread = threading.Thread(target=self._monitor, name=f"dp-ip6flow-{self.index}",
                                         daemon=True)
@@ -183,6 +184,7 @@ class Ip6flowController:
         if self.slowpath is not None:
             with self._slow_lock:
                 self.slowpath.set_icmp_rate(new.icmp_rate, new.icmp_burst)
+                self.slowpath.reachable_s = new.neighbour_reachable_s
 
         old_routes = {r.prefix: r for r in old.routes}
         new_routes = {r.prefix: r for r in new.routes}

@@ -26,7 +26,7 @@ LIVE_KEYS = {
     "netflow": {"active_timeout", "inactive_timeout", "export"},
     "one2many": {"xmit", "failure", "enabled", "monitor_interval_ms", "updelay_ms", "downdelay_ms"},
     "ip6flow": {"maxflows", "hashsize", "maxflows4", "hashsize4", "idle_timeout_s", "icmp_rate",
-                "icmp_burst", "routes", "neighbours"},
+                "icmp_burst", "neighbour_reachable_s", "routes", "neighbours"},
 }
 # Top-level sections that can change live, and how.
 LIVE_SECTIONS = {"pipeline"}

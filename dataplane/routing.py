@@ -356,6 +356,18 @@ class RouteTable:
                 log.info("neighbour %s is at %s on %s", addr, mac, itf.name)
             return changed
 
+    def learnt_neighbours(self) -> list[tuple[int, Address, str]]:
+        with self._lock:
+            return [(n.port_id, n.address, n.mac) for n in self.neighbours.values() if not n.static]
+
+    def forget(self, port_id: int, addr) -> bool:
+        """Drop a learnt neighbour (unreachable); static ones stay."""
+        n = self.neighbours.get((port_id, ipaddress.ip_address(addr)))
+        if n is None or n.static:
+            return False
+        self.neighbour_del(port_id, str(n.address))
+        return True
+
     # ---- show ---------------------------------------------------------------------
 
     def route_dict(self, r: Route) -> dict:

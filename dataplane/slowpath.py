@@ -132,6 +132,8 @@ EVENTS = (
     "hold_dropped",          # oldest held packet dropped for a newer one
     "resolution_failed",     # neighbours given up on after RESOLVE_TRIES solicitations
     "fragments_sent",
+    "nud_probes_sent",       # unicast NS / ARP polls of a learnt neighbour not heard from
+    "neighbours_expired",    # learnt neighbours forgotten after unanswered polls
 )
 
 ETHERTYPE_IPV4 = 0x0800
@@ -162,6 +164,7 @@ IPV4_DONT_FRAGMENT, IPV4_MORE_FRAGMENTS, IPV4_OFFSET_MASK = 0x4000, 0x2000, 0x1F
 HOLD_PER_NEIGHBOUR = 3               # packets held per unresolved neighbour
 RESOLVE_RETRANSMIT_S = 1.0           # RFC 4861 RETRANS_TIMER
 RESOLVE_TRIES = 3                    # RFC 4861 MAX_MULTICAST_SOLICIT
+NUD_PROBES = 3                       # RFC 4861 MAX_UNICAST_SOLICIT
 
 
 class RouterView(Protocol):
@@ -173,6 +176,8 @@ class RouterView(Protocol):
     def lookup(self, addr) -> Lookup: ...
     def neighbour_mac(self, port_id: int, addr) -> str | None: ...
     def learn(self, port_id: int, addr, mac: str) -> bool: ...
+    def learnt_neighbours(self) -> list[tuple[int, Address, str]]: ...
+    def forget(self, port_id: int, addr) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -272,6 +277,16 @@ class IpPacket:
 
 
 @dataclass
+class Reachability:
+    """Neighbour unreachability detection for one learnt neighbour (RFC 4861
+    7.3, as NetBSD's ARP refresh does it): heard from at `confirmed`; past
+    the reachable time it is polled by unicast, then forgotten."""
+    confirmed: float
+    probes: int = 0
+    last_probe: float = 0.0
+
+
+@dataclass
 class PendingNeighbour:
     """A next hop being resolved, and the packets waiting for it."""
     port_id: int
@@ -287,11 +302,14 @@ class SlowPath:
     router: the route table's view. inject(port_id, frame): send a frame.
     clock: monotonic seconds. icmp_rate / icmp_burst: the token bucket for
     all ICMP/ICMPv6 errors (per second, and how many may go at once).
+    reachable_s: a learnt neighbour not heard from for this long is polled
+    (NUD_PROBES unicast solicitations a second apart) and forgotten if it
+    stays silent; 0 keeps learnt neighbours until changed or deleted.
     """
 
     def __init__(self, router: RouterView, inject: Callable[[int, bytes], None],
                  clock: Callable[[], float] = time.monotonic, icmp_rate: float = 100,
-                 icmp_burst: int = 10):
+                 icmp_burst: int = 10, reachable_s: float = 30.0):
         self.router = router
         self.inject = inject
         self.clock = clock
@@ -302,6 +320,8 @@ class SlowPath:
         self._tokens = float(icmp_burst)
         self._tokens_at = clock()
         self._pending: dict[tuple[int, Address], PendingNeighbour] = {}
+        self.reachable_s = reachable_s
+        self._reachability: dict[tuple[int, Address], Reachability] = {}
 
     def set_icmp_rate(self, rate: float, burst: int) -> None:
         """A new token bucket (live reload); tokens kept up to the new burst."""
@@ -343,6 +363,48 @@ class SlowPath:
             for pkt in pending.held:
                 outcome = self._outcome_of(self._send_error, pkt, ADDRESS_UNREACHABLE)
                 self.stats["released_" + outcome] += 1
+        self._unreachability(now)
+
+    def _unreachability(self, now: float) -> None:
+        """Poll learnt neighbours not heard from in reachable_s; forget those
+        that stay silent, so their routes resolve again."""
+        learnt = {(port, addr): mac for port, addr, mac in self.router.learnt_neighbours()}
+        for key in self._reachability.keys() - learnt.keys():
+            del self._reachability[key]  # deleted or made static meanwhile
+        if not self.reachable_s:
+            return
+        for key, mac in learnt.items():
+            state = self._reachability.setdefault(key, Reachability(confirmed=now))
+            if now - state.confirmed < self.reachable_s:
+                continue
+            if now - state.last_probe < RESOLVE_RETRANSMIT_S:
+                continue
+            if state.probes < NUD_PROBES:
+                if self._probe(key[0], key[1], mac):
+                    state.probes += 1
+                    state.last_probe = now
+                continue
+            if self.router.forget(*key):
+                self.stats["neighbours_expired"] += 1
+                log.info("neighbour %s on port %d did not answer: forgotten", key[1], key[0])
+            del self._reachability[key]
+
+    def _probe(self, port_id: int, address: Address, mac: str) -> bool:
+        """One unicast NS or ARP request straight to the neighbour's MAC."""
+        iface = self.router.interface(port_id)
+        source = source_address(iface, address, any_global=False)
+        if iface is None or source is None:
+            return False
+        if address.version == 6:
+            ns = (IPv6(src=str(source), dst=str(address), hlim=NDP_HOP_LIMIT)
+                  / ICMPv6ND_NS(tgt=str(address)) / ICMPv6NDOptSrcLLAddr(lladdr=iface.mac))
+            self._emit(port_id, mac, iface.mac, ETHERTYPE_IPV6, bytes(ns))
+        else:
+            request = ARP(op=ARP_REQUEST, hwsrc=iface.mac, psrc=str(source),
+                          hwdst=mac, pdst=str(address))
+            self._emit(port_id, mac, iface.mac, ETHERTYPE_ARP, bytes(request))
+        self.stats["nud_probes_sent"] += 1
+        return True
 
     @staticmethod
     def _outcome_of(step: Callable[..., str], *args) -> str:
@@ -512,6 +574,9 @@ class SlowPath:
             return
         if self.router.learn(port_id, address, mac):
             self.stats["neighbours_learned"] += 1
+        if self.router.neighbour_mac(port_id, address) == mac:
+            # heard from: reachable again (RFC 4861 7.3.3)
+            self._reachability[(port_id, address)] = Reachability(confirmed=self.clock())
         pending = self._pending.pop((port_id, address), None)
         for pkt in pending.held if pending else ():
             # routed again: usually forwarded now, but the route may have changed

@@ -117,6 +117,7 @@ class TableRouter:
                                     ("10.99.0.0/16", "blackhole", None)):
             self.routes[ipaddress.ip_network(prefix)] = (action, via and A(via))
         self.neighbours: dict = {}  # (port, address) -> mac
+        self.learnt: set = set()    # the keys of neighbours learnt from the wire
 
     def interface(self, port_id):
         return self.ifaces.get(port_id)
@@ -152,6 +153,17 @@ class TableRouter:
     def neighbour_mac(self, port_id, addr):
         return self.neighbours.get((port_id, A(addr)))
 
+    def learnt_neighbours(self):
+        return [(port, addr, self.neighbours[(port, addr)]) for port, addr in self.learnt]
+
+    def forget(self, port_id, addr):
+        key = (port_id, A(addr))
+        if key not in self.learnt:
+            return False
+        self.learnt.discard(key)
+        del self.neighbours[key]
+        return True
+
     def learn(self, port_id, addr, mac):
         addr = A(addr)
         if port_id not in self.ifaces or self.is_local(addr) or addr.is_multicast:
@@ -160,6 +172,7 @@ class TableRouter:
             return False
         changed = self.neighbours.get((port_id, addr)) != mac
         self.neighbours[(port_id, addr)] = mac
+        self.learnt.add((port_id, addr))
         return changed
 
 
@@ -965,3 +978,74 @@ def test_hop_by_hop_option_past_its_header_is_dropped(rig):
     packet[43] = 30  # the option now runs past the 8-byte header
     assert rig.punt(PUNT_HBH, frame(IPv6(bytes(packet)))) == []
     assert rig.stats["bad_options_dropped"] == 1
+
+
+# ---- neighbour unreachability detection ---------------------------------------------------
+
+def learn_gateways(rig):
+    """GW6 and GW4 learnt from the wire (an NA and an ARP reply)."""
+    rig.punt(PUNT_MULTICAST, na_frame(GW6, GW6, "ff02::1", GW_MAC, WAN_MAC, solicited=0), port=WAN)
+    rig.punt(PUNT_ARP, arp_frame(2, GW4, WAN4, hwsrc=GW_MAC, hwdst=WAN_MAC, eth_dst=WAN_MAC), port=WAN)
+    assert rig.router.lookup(REMOTE6).kind == rig.router.lookup(REMOTE4).kind == "forward"
+
+
+def test_silent_learnt_neighbours_are_polled_by_unicast_then_forgotten(rig):
+    learn_gateways(rig)
+    rig.clock.advance(29.5)
+    rig.slow.tick()
+    assert rig.take() == []
+    probes = []
+    for _ in range(3):
+        rig.clock.advance(1.0)
+        rig.slow.tick()
+        probes.append(rig.take())
+    for sent in probes:
+        assert len(sent) == 2 and {port for port, _ in sent} == {WAN}
+        by_type = {Ether(f).type: checked(f) for _, f in sent}
+        ns, arp = by_type[0x86DD], by_type[0x0806]
+        # unicast, straight to the MAC we have (RFC 4861 7.3.3 PROBE)
+        assert ns[Ether].dst == GW_MAC and ns[IPv6].dst == GW6 and ns[ICMPv6ND_NS].tgt == GW6
+        assert ns[IPv6].hlim == 255 and ns[ICMPv6NDOptSrcLLAddr].lladdr == WAN_MAC
+        assert arp[Ether].dst == GW_MAC and (arp[ARP].op, arp[ARP].pdst, arp[ARP].hwdst) == (1, GW4, GW_MAC)
+    assert rig.stats["nud_probes_sent"] == 6
+    rig.clock.advance(1.0)
+    rig.slow.tick()
+    assert rig.take() == [] and rig.stats["neighbours_expired"] == 2
+    assert rig.router.lookup(REMOTE6).kind == rig.router.lookup(REMOTE4).kind == "resolve"
+    rig.clock.advance(60)
+    rig.slow.tick()
+    assert rig.take() == []
+
+
+def test_an_answer_to_a_poll_keeps_the_neighbour(rig):
+    learn_gateways(rig)
+    rig.clock.advance(30)
+    rig.slow.tick()
+    assert len(rig.take()) == 2
+    rig.punt(PUNT_LOCAL, na_frame(GW6, GW6, WAN_LL, GW_MAC, WAN_MAC, solicited=1), port=WAN)
+    rig.punt(PUNT_ARP, arp_frame(2, GW4, WAN4, hwsrc=GW_MAC, hwdst=WAN_MAC, eth_dst=WAN_MAC), port=WAN)
+    for _ in range(5):
+        rig.clock.advance(1.0)
+        rig.slow.tick()
+    assert rig.take() == [] and rig.stats["neighbours_expired"] == 0
+    assert rig.router.lookup(REMOTE6).kind == rig.router.lookup(REMOTE4).kind == "forward"
+    rig.clock.advance(25)  # 30 s after the answers: polled again
+    rig.slow.tick()
+    assert len(rig.take()) == 2
+
+
+def test_static_neighbours_and_a_zero_reachable_time_never_age():
+    rig = Rig(reachable_s=0)
+    learn_gateways(rig)
+    rig.know(WAN, "2001:db8:2::7", "02:cc:00:00:00:07")
+    for _ in range(10):
+        rig.clock.advance(60)
+        rig.slow.tick()
+    assert rig.take() == [] and rig.stats["nud_probes_sent"] == 0
+    rig.check_invariants()
+
+    rig = Rig()
+    rig.know(WAN, GW6, GW_MAC)  # configured, not learnt
+    rig.clock.advance(600)
+    rig.slow.tick()
+    assert rig.take() == [] and rig.router.lookup(REMOTE6).kind == "forward"

@@ -980,3 +980,49 @@ def test_unresolved_gateway_is_solicited_and_the_answer_releases_the_held_packet
         # NS, NA, released, 4 forwarded; ARP request, reply, released, 3 forwarded
         assert snap.ports["wan2"]["tx"] == 7 + 6
         assert conserved(snap)
+
+
+def test_a_silent_learnt_neighbour_is_polled_then_forgotten_and_resolves_again(
+        tmp_path, file_prefix):
+    """Neighbour unreachability detection with the real route table: the
+    gateway learnt on wan2 from an NA goes quiet; past neighbour_reachable_s
+    the slow path (its clock driven by the test, its timer the monitor's)
+    polls it three times by unicast NS, then forgets it: the host route and
+    the cached flow go, and the next packet is punted to resolve again."""
+    cfg = router_cfg(file_prefix, tmp_path, wan2=True,
+                     extra="neighbour_reachable_s = 30")
+    with running(cfg) as dp:
+        r = Router(dp, rings=("lan", "wan2"))
+        now = [r.sp.clock()]
+        r.sp.clock = lambda: now[0]
+        wan2 = dp.port("wan2")
+        mac = wan2.info.mac
+        na = (Ether(dst=mac, src=GW_MAC)
+              / IPv6(src="2001:db8:4::2", dst="2001:db8:4::1", hlim=255)
+              / ICMPv6ND_NA(R=1, S=0, O=1, tgt="2001:db8:4::2")
+              / ICMPv6NDOptDstLLAddr(lladdr=GW_MAC))
+        r.send(na, port="wan2")
+        r.settle()
+        assert r.sp.stats["neighbours_learned"] == 1
+        r.send(*[udp6(dst=GW6_DST, seq=i) for i in range(3)])
+        r.settle()
+        assert (r.stats()["forward"], r.stats()["fastforward"]) == (1, 2)
+        r.flows(1)
+
+        def probes():
+            return [Ether(f) for pid, f in r.slow_sent if pid == wan2.port_id
+                    and ICMPv6ND_NS in Ether(f)]
+        for n in (1, 2, 3):
+            now[0] += 30 if n == 1 else 1.0
+            assert wait_for(lambda n=n: len(probes()) == n), r.sp.stats
+        for ns in probes():
+            assert (ns[Ether].dst, ns[IPv6].dst, ns[ICMPv6ND_NS].tgt) == \
+                (GW_MAC, "2001:db8:4::2", "2001:db8:4::2")
+        now[0] += 1.0
+        assert wait_for(lambda: r.sp.stats["neighbours_expired"] == 1), r.sp.stats
+        assert "2001:db8:4::2" not in {n["address"] for n in r.ctl.neighbours()}
+        r.flows(0)  # the host route went: the generation moved and the flow was swept
+        r.send(udp6(dst=GW6_DST, seq=9))
+        r.settle()
+        assert r.stats()["punts"]["resolve"] == 1 and r.sp.stats["held"] == 1
+        assert r.sp.stats["nud_probes_sent"] == 3
