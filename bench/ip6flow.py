@@ -51,6 +51,7 @@ PEERS = {
     "fib": "l3fwd --lookup fib",
     "ours": "dataplane ip6flow (CLI `run --json`)",
     "nocache": "dataplane ip6flow, cache off (maxflows 0: a FIB lookup per packet)",
+    "io": "dataplane xconnect in -> out (no routing: our I/O floor on this source)",
 }
 
 # ---- addresses ---------------------------------------------------------------------
@@ -469,13 +470,21 @@ def window_all_hits(c: dict, flows: int) -> bool:
         c["expired"] or c["reaped_lru"] or c["reaped_invalid"] or c["invalidated"] or c["punts"])
 
 
-def run_ours(workdir: Path, args, pcap: Path, sz: dict, cache: bool = True) -> dict:
+# The same devices with the router replaced by a cross-connect: what our
+# worker moves from this source with no per-packet work at all.
+IO_PIPELINE = '[[pipeline]]\nstage = "xconnect"\nmap = { in = "out" }\n'
+
+
+def run_ours(workdir: Path, args, pcap: Path, sz: dict, cache: bool = True, io: bool = False) -> dict:
     prefix = unique_prefix("ip6flow")
     cfg = workdir / f"{prefix}.toml"
-    cfg.write_text(CONFIG.format(worker=WORKER_CPU, main=MAIN_CPU, memory=sz["memory_mb"], prefix=prefix,
-                                 mbufs=sz["mbufs"], data_room=DATA_ROOM, pcap=pcap,
-                                 hashsize=sz["hashsize"], maxflows=sz["hashsize"] if cache else 0, in_addr=IN_ADDR, out_addr=OUT_ADDR,
-                                 dst_prefix=DST_PREFIX, nexthop=NEXTHOP, nexthop_mac=NEXTHOP_MAC))
+    text = CONFIG.format(worker=WORKER_CPU, main=MAIN_CPU, memory=sz["memory_mb"], prefix=prefix,
+                         mbufs=sz["mbufs"], data_room=DATA_ROOM, pcap=pcap,
+                         hashsize=sz["hashsize"], maxflows=sz["hashsize"] if cache else 0, in_addr=IN_ADDR,
+                         out_addr=OUT_ADDR, dst_prefix=DST_PREFIX, nexthop=NEXTHOP, nexthop_mac=NEXTHOP_MAC)
+    if io:
+        text = text[:text.index("[[pipeline]]")] + IO_PIPELINE
+    cfg.write_text(text)
     # --duration is only a backstop: the run is stopped with SIGINT after the window
     cmd = [sys.executable, "-m", "dataplane", "run", str(cfg), "--duration", "3600", "--json"]
     out_p, err_p = workdir / f"{prefix}.out", workdir / f"{prefix}.err"
@@ -503,7 +512,7 @@ def run_ours(workdir: Path, args, pcap: Path, sz: dict, cache: bool = True) -> d
                runtime={row["stage"]: {k: row.get(k) for k in ("cycles_per_pkt", "pkts_per_call", "packets")}
                         for row in final.get("runtime", []) if isinstance(row, dict) and "stage" in row})
     # cache off: every packet takes the route path, nothing is ever cached
-    res["window_all_hits"] = (window_all_hits(res["ip6flow"], args.flows) if cache else
+    res["window_all_hits"] = (True if io else window_all_hits(res["ip6flow"], args.flows) if cache else
                               bool(res["ip6flow"]) and res["ip6flow"]["created"] == 0)
     res["ip6flow_cycles_per_pkt"] = res["runtime"].get("ip6flow", {}).get("cycles_per_pkt")
     return res
@@ -532,6 +541,14 @@ def summarize(results: dict[str, list[dict]]) -> dict:
         s["ours_forward"] = [r["ip6flow"].get("forward") for r in ours]
         cyc = [r["ip6flow_cycles_per_pkt"] for r in ours if r.get("ip6flow_cycles_per_pkt")]
         s["ours_ip6flow_cycles_per_pkt"] = statistics.median(cyc) if cyc else None
+    if results.get("io") and results.get("lpm") and results.get("ours"):
+        # per CPU-second figures: what each thread costs per packet while it runs
+        s["cpu_mhz"] = cpu_mhz()
+        s["io_ns_per_pkt"] = 1e3 / s["mpkts_per_fwd_cpu_s_io"]
+        s["lpm_ns_per_pkt"] = 1e3 / s["mpkts_per_fwd_cpu_s_lpm"]
+        s["ours_ns_per_pkt"] = 1e3 / s["mpkts_per_fwd_cpu_s_ours"]
+        s["stage_budget_ns_for_1_1x_lpm"] = s["lpm_ns_per_pkt"] / 1.1 - s["io_ns_per_pkt"]
+        s["stage_budget_cycles_for_1_1x_lpm"] = s["stage_budget_ns_for_1_1x_lpm"] * s["cpu_mhz"] / 1e3
     for mine in ("ours", "nocache"):
         for peer in ("lpm", "fib"):
             if results.get(mine) and results.get(peer):
@@ -539,6 +556,13 @@ def summarize(results: dict[str, list[dict]]) -> dict:
                 s[f"ratio_{mine}_over_l3fwd_{peer}_per_cpu_s"] = (
                     s[f"mpkts_per_fwd_cpu_s_{mine}"] / s[f"mpkts_per_fwd_cpu_s_{peer}"])
     return s
+
+
+def cpu_mhz() -> float:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("cpu MHz"):
+            return float(line.split(":")[1])
+    return float("nan")
 
 
 def report(args, results: dict[str, list[dict]], setup: dict) -> dict:
@@ -585,6 +609,13 @@ def report(args, results: dict[str, list[dict]], setup: dict) -> dict:
                              f"(per forwarding-thread CPU-second: {s[k + '_per_cpu_s']:.3f})")
     if "ratio_fib_over_lpm" in s:
         lines.append(f"l3fwd fib/lpm: {s['ratio_fib_over_lpm']:.3f}")
+    if "stage_budget_ns_for_1_1x_lpm" in s:
+        lines.append(
+            f"our I/O floor (xconnect, same source and sink): {s['mpkts_per_fwd_cpu_s_io']:.3f} Mpkts per CPU-s "
+            f"= {s['io_ns_per_pkt']:.1f} ns/pkt; l3fwd-lpm {s['lpm_ns_per_pkt']:.1f} ns/pkt. To be 1.1x "
+            f"l3fwd-lpm a router stage may cost at most [bold]{s['stage_budget_ns_for_1_1x_lpm']:.1f} ns/pkt "
+            f"(~{s['stage_budget_cycles_for_1_1x_lpm']:.0f} cycles at {s['cpu_mhz']:.0f} MHz)[/]; ours costs "
+            f"{s['ours_ns_per_pkt'] - s['io_ns_per_pkt']:.1f} ns/pkt over the floor")
     if results.get("ours"):
         r0 = results["ours"][-1]
         w = r0.get("dataplane_window") or {}
@@ -624,8 +655,8 @@ def main() -> None:
     ap.add_argument("--warmup-passes", type=int, default=1,
                     help="full passes over the file before the window (default 1: ours creates the flows)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 20,000 flows, 1 round x 3 s")
-    ap.add_argument("--peers", default="lpm,fib,ours,nocache",
-                    help="comma list of lpm, fib, ours, nocache (default all, alternated in that order)")
+    ap.add_argument("--peers", default="lpm,fib,ours,nocache,io",
+                    help="comma list of lpm, fib, ours, nocache, io (default all, alternated in that order)")
     ap.add_argument("--l3fwd-src", type=Path, default=L3FWD_SRC,
                     help="directory holding l3fwd/ and common/ (default: dpdk-doc's)")
     ap.add_argument("--cache", type=Path,
@@ -669,8 +700,8 @@ def main() -> None:
         for rnd in range(args.rounds):
             for key in peers:
                 print(f"round {rnd + 1}/{args.rounds}: {PEERS[key]} ...", file=sys.stderr, flush=True)
-                if key in ("ours", "nocache"):
-                    r = run_ours(wd, args, pcap, sz, cache=key == "ours")
+                if key in ("ours", "nocache", "io"):
+                    r = run_ours(wd, args, pcap, sz, cache=key == "ours", io=key == "io")
                 else:
                     r = run_l3fwd(wd, args, binary, pcap, key, sz)
                 print(f"  {r['pps'] / 1e6:.3f} Mpps (fwd thread on CPU {r['fwd_thread_on_cpu'] * 100:.0f}%, "
