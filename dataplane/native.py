@@ -84,6 +84,26 @@ def pool_counts(pool) -> tuple[int, int, int]:
     return lib.dp_pool_avail(pool), lib.dp_pool_in_use(pool), lib.dp_pool_size(pool)
 
 
+class MbufHold:
+    """Fault injection (tests): mbufs taken out of a pool until release()."""
+
+    def __init__(self, pool, max_mbufs: int):
+        out = ffi.new("struct dp_mbuf_hold **")
+        self.count = check(lib.dp_pool_hold(pool, max_mbufs, out), "pool hold")
+        self._h = out[0]
+
+    def release(self) -> int:
+        """Return them to the pool; how many (0 the second time)."""
+        h, self._h = self._h, None
+        return lib.dp_pool_release(h) if h is not None else 0
+
+
+def pool_hold(pool, max_mbufs: int) -> MbufHold:
+    """Take up to max_mbufs mbufs out of the pool (from this thread: the
+    workers' per-lcore caches are not reached)."""
+    return MbufHold(pool, max_mbufs)
+
+
 # ---- ports -------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -374,6 +394,32 @@ def netflow_show(st, cursor: int, records, max_records: int) -> tuple[int, int]:
     cur = ffi.new("uint32_t *", cursor)
     n = check(lib.dp_netflow_show(st, cur, records, max_records), "netflow show")
     return n, cur[0]
+
+
+FT_SPREAD_FIELDS = ("buckets", "keys", "max_home_load", "max_displacement", "displaced",
+                    "max_overflow", "max_compares", "probe_sum", "compare_sum")
+FT_HASH_CRC = lib.DP_FT_HASH_CRC
+FT_HASH_KEYED = lib.DP_FT_HASH_KEYED
+
+
+def netflow_table_spread(st) -> dict[str, float]:
+    """How the cache's keys spread over its hash table (worker thread). Adds
+    the means per key: probes (buckets read) and compares per lookup."""
+    out = ffi.new("struct dp_ft_spread *")
+    check(lib.dp_netflow_table_spread(st, out), "netflow table spread")
+    d = {f: getattr(out, f) for f in FT_SPREAD_FIELDS}
+    d["probes_per_lookup"] = d["probe_sum"] / d["keys"] if d["keys"] else 0.0
+    d["compares_per_lookup"] = d["compare_sum"] / d["keys"] if d["keys"] else 0.0
+    return d
+
+
+def ft_hash_keys(kind: int, keys: bytes, key_len: int) -> tuple[list[int], int]:
+    """The flow tables' hash (FT_HASH_KEYED) or the one before it (FT_HASH_CRC)
+    of packed keys, with a fresh random table key: (hashes, TSC cycles)."""
+    n = len(keys) // key_len
+    out = ffi.new("uint32_t[]", max(n, 1))
+    cycles = check(lib.dp_ft_hash_keys(kind, keys, key_len, n, out), "ft hash")
+    return list(out[0:n]), cycles
 
 
 def nf_template(fmt: int, ipver: int) -> list[tuple[int, int]]:

@@ -16,7 +16,7 @@
  *
  * What differs, and why:
  *  - one cache per worker, no locks (the seed locks per bucket);
- *  - an open-addressing table (flowtable.h, keyed CRC with a random seed)
+ *  - an open-addressing table (flowtable.h, a keyed NH hash)
  *    whose hot entry is one cache line holding key, counters and times, so a
  *    hit costs two memory misses, prefetched in stages over the burst;
  *  - the seed's every-second walk of the whole cache becomes a lazy timer
@@ -27,6 +27,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <rte_errno.h>
@@ -644,3 +645,120 @@ const struct dp_stage_ops dp_netflow_ops = {
     .process = netflow_process,
     .tick = netflow_tick,
 };
+
+/* ---- flow-table introspection (tests, bench/hash_spread.py) ---------------- */
+
+/* How the cache's keys spread over its table (on the worker's thread, or
+ * while it is not polling): per key, its home bucket (from the hash), how
+ * far past it the key lives and what a lookup for it reads. */
+int dp_netflow_table_spread(const struct dp_stage *st, struct dp_ft_spread *out)
+{
+    const struct netflow *nf = nf_of((struct dp_stage *)st);
+    const struct flowtable *t;
+    uint32_t *home_load, b, max_ovf = 0;
+
+    if (nf == NULL || out == NULL)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    if (!nf->configured)
+        return 0;
+    t = &nf->table;
+    out->buckets = t->mask + 1;
+    home_load = calloc(out->buckets, sizeof(*home_load));
+    if (home_load == NULL) {
+        dp_set_error(ENOMEM, "netflow: table spread");
+        return -ENOMEM;
+    }
+    for (b = 0; b <= t->mask; b++) {
+        const struct ft_bucket *bk = &t->b[b];
+        int i;
+
+        max_ovf = RTE_MAX(max_ovf, bk->overflow);
+        for (i = 0; i < FT_SLOTS; i++) {
+            uint32_t idx = bk->idx[i], h, home, d, c, cmp = 0;
+            const struct nf_flow *f;
+
+            if (bk->sig[i] == 0)
+                continue;
+            f = &nf->flows[idx];
+            h = ft_hash(t, &f->key, sizeof(f->key));
+            home = h & t->mask;
+            d = (b - home) & t->mask;
+            /* a lookup reads buckets home..b and compares the key of every
+             * slot with its signature until it reaches its own */
+            for (c = 0; c <= d; c++) {
+                const struct ft_bucket *pb = &t->b[(home + c) & t->mask];
+                int j, end = c == d ? i + 1 : FT_SLOTS;
+
+                for (j = 0; j < end; j++)
+                    cmp += pb->sig[j] == ft_sig(h);
+            }
+            out->keys++;
+            home_load[home]++;
+            out->max_displacement = RTE_MAX(out->max_displacement, d);
+            out->displaced += d != 0;
+            out->probe_sum += d + 1;
+            out->compare_sum += cmp;
+            out->max_compares = RTE_MAX(out->max_compares, cmp);
+        }
+    }
+    for (b = 0; b <= t->mask; b++)
+        out->max_home_load = RTE_MAX(out->max_home_load, home_load[b]);
+    out->max_overflow = max_ovf;
+    free(home_load);
+    return 0;
+}
+
+/* bench/hash_spread.py: n packed keys of key_len bytes hashed with a fresh
+ * random table key, as a new table gets one; returns the TSC cycles of the
+ * loop (the hashes of a burst are independent, as in the stages' first
+ * pass). The two key sizes the stages use get their own constant-length
+ * copies of the loop, as the stages' inlined calls do. */
+#define FT_HASH_LOOP(fn, tbl, keys, klen, n, out)                              \
+    do {                                                                       \
+        for (uint32_t i_ = 0; i_ < (n); i_++)                                  \
+            (out)[i_] = fn((tbl), (keys) + (size_t)i_ * (klen), (klen));       \
+    } while (0)
+
+static inline uint32_t ft_hash_crc_old(const struct flowtable *t,
+                                       const void *key, uint32_t len)
+{
+    return rte_hash_crc(key, len, t->seed);
+}
+
+static void __attribute__((noinline))
+ft_hash_many(int kind, const struct flowtable *t, const uint8_t *keys,
+             uint32_t len, uint32_t n, uint32_t *out)
+{
+    if (kind == DP_FT_HASH_CRC) {
+        if (len == 40)
+            FT_HASH_LOOP(ft_hash_crc_old, t, keys, 40, n, out);
+        else if (len == 36)
+            FT_HASH_LOOP(ft_hash_crc_old, t, keys, 36, n, out);
+        else
+            FT_HASH_LOOP(ft_hash_crc_old, t, keys, len, n, out);
+    } else {
+        if (len == 40)
+            FT_HASH_LOOP(ft_hash, t, keys, 40, n, out);
+        else if (len == 36)
+            FT_HASH_LOOP(ft_hash, t, keys, 36, n, out);
+        else
+            FT_HASH_LOOP(ft_hash, t, keys, len, n, out);
+    }
+}
+
+int64_t dp_ft_hash_keys(int kind, const uint8_t *keys, uint32_t key_len,
+                        uint32_t n, uint32_t *out)
+{
+    struct flowtable t = { .seed = (uint32_t)rte_rand() };
+    uint64_t t0;
+
+    if ((kind != DP_FT_HASH_CRC && kind != DP_FT_HASH_KEYED) ||
+        key_len == 0 || (n && (keys == NULL || out == NULL))) {
+        dp_set_error(EINVAL, "ft_hash_keys: kind 0 or 1, key_len > 0");
+        return -EINVAL;
+    }
+    t0 = rte_rdtsc_precise();
+    ft_hash_many(kind, &t, keys, key_len, n, out);
+    return (int64_t)(rte_rdtsc_precise() - t0);
+}

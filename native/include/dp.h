@@ -52,6 +52,14 @@ unsigned dp_pool_avail(const struct dp_pool *pool);
 unsigned dp_pool_in_use(const struct dp_pool *pool);
 unsigned dp_pool_size(const struct dp_pool *pool);
 
+/* Fault injection (tests): take up to max mbufs out of the pool and hold
+ * them until dp_pool_release (from the calling thread: the pool's per-lcore
+ * caches are not reached). Returns how many were taken. */
+struct dp_mbuf_hold;
+int dp_pool_hold(struct dp_pool *pool, unsigned max, struct dp_mbuf_hold **out);
+/* Give them back; returns how many. */
+unsigned dp_pool_release(struct dp_mbuf_hold *hold);
+
 /* ---- ports --------------------------------------------------------------- */
 struct dp_port_info {
     uint16_t port_id;
@@ -285,6 +293,32 @@ int dp_netflow_flush(struct dp_stage *st, unsigned max);
  * records; *cursor is 0 when the walk is complete. */
 int dp_netflow_show(struct dp_stage *st, uint32_t *cursor,
                     struct dp_flow_record *out, unsigned max);
+
+/* How the cache's keys spread over its hash table (flowtable.h): on the
+ * worker's thread or while it is not polling. A lookup for a key reads the
+ * buckets from its home to where it lives and compares the key of every slot
+ * with its signature on the way (compares include its own). */
+struct dp_ft_spread {
+    uint32_t buckets;
+    uint32_t keys;             /* cached flows */
+    uint32_t max_home_load;    /* most keys hashed to one bucket */
+    uint32_t max_displacement; /* most buckets a key lives past its home */
+    uint32_t displaced;        /* keys not in their home bucket */
+    uint32_t max_overflow;     /* largest overflow count of a bucket */
+    uint32_t max_compares;     /* most key compares one lookup makes */
+    uint32_t pad;
+    uint64_t probe_sum;        /* sum over keys of buckets a lookup reads */
+    uint64_t compare_sum;      /* sum over keys of key compares a lookup makes */
+};
+int dp_netflow_table_spread(const struct dp_stage *st, struct dp_ft_spread *out);
+
+/* The flow tables' key hash, for bench/hash_spread.py: n packed keys of
+ * key_len bytes hashed with a fresh random table key (as a new table gets);
+ * the hashes go to out. Returns the TSC cycles the loop took, or -errno. */
+#define DP_FT_HASH_CRC 0       /* rte_hash_crc(key, len, seed): before issue 7 */
+#define DP_FT_HASH_KEYED 1     /* ft_hash: NH + a 64-bit finaliser, keyed */
+int64_t dp_ft_hash_keys(int kind, const uint8_t *keys, uint32_t key_len,
+                        uint32_t n, uint32_t *out);
 
 /* Wire encoders. Each writes one record body per flow, in network order:
  * v5: 48 bytes; v9/IPFIX: the IPv4 or IPv6 data-record layout of our
