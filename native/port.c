@@ -3,12 +3,14 @@
  * and one queue pair per worker, start/stop, link and stats.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <rte_bus.h>
 #include <rte_dev.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
+#include <rte_mbuf.h>
 
 #include "dp_internal.h"
 
@@ -299,4 +301,46 @@ int dp_port_stats(uint16_t port_id, struct dp_port_stats *out)
     out->oerrors = st.oerrors;
     out->rx_nombuf = st.rx_nombuf;
     return 0;
+}
+
+/* ---- fault injection: mbuf pool exhaustion (tests) ------------------------ */
+
+struct dp_mbuf_hold {
+    unsigned n;
+    struct rte_mbuf *m[];
+};
+
+int dp_pool_hold(struct dp_pool *pool, unsigned max, struct dp_mbuf_hold **out)
+{
+    struct rte_mempool *mp = dp_pool_mempool(pool);
+    struct dp_mbuf_hold *h;
+
+    if (mp == NULL || out == NULL)
+        return -EINVAL;
+    h = malloc(sizeof(*h) + sizeof(h->m[0]) * (size_t)max);
+    if (h == NULL) {
+        dp_set_error(ENOMEM, "pool hold of %u mbufs", max);
+        return -ENOMEM;
+    }
+    /* one at a time: a bulk get is all or nothing */
+    for (h->n = 0; h->n < max; h->n++) {
+        h->m[h->n] = rte_pktmbuf_alloc(mp);
+        if (h->m[h->n] == NULL)
+            break;
+    }
+    *out = h;
+    return (int)h->n;
+}
+
+unsigned dp_pool_release(struct dp_mbuf_hold *h)
+{
+    unsigned i, n;
+
+    if (h == NULL)
+        return 0;
+    n = h->n;
+    for (i = 0; i < n; i++)
+        rte_pktmbuf_free(h->m[i]);
+    free(h);
+    return n;
 }
