@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,15 @@ from .errors import EalError
 log = logging.getLogger(__name__)
 
 DPDK_RUN_ROOT = Path("/var/run/dpdk")
+
+
+def dpdk_runtime_dir(file_prefix: str) -> Path:
+    """Where EAL keeps its runtime files (config, fbarrays, telemetry socket):
+    DPDK 22.11's eal_create_runtime_dir() rule. Root: /var/run/dpdk/<prefix>;
+    anyone else: $XDG_RUNTIME_DIR/dpdk/<prefix>, or /tmp/dpdk/<prefix>."""
+    if os.getuid() == 0:
+        return DPDK_RUN_ROOT / file_prefix
+    return Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / "dpdk" / file_prefix
 
 
 def normalize_pci(addr: str) -> str:
@@ -59,9 +69,15 @@ class Eal:
         native.eal_cleanup()
         Eal._active = None
         # EAL 22.11 leaves its runtime files behind; the prefix is ours alone.
-        run_dir = DPDK_RUN_ROOT / self.file_prefix
-        if run_dir.is_dir():
-            shutil.rmtree(run_dir, ignore_errors=True)
+        # Only the directory this process's EAL used: another user's (root's
+        # /var/run/dpdk is 0700) is neither ours nor readable.
+        run_dir = dpdk_runtime_dir(self.file_prefix)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if run_dir.parent != DPDK_RUN_ROOT:
+            try:  # $XDG_RUNTIME_DIR/dpdk, made by EAL for us: gone once empty
+                run_dir.parent.rmdir()
+            except OSError:
+                pass
 
     def __enter__(self) -> "Eal":
         return self
