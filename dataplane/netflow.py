@@ -42,6 +42,7 @@ class Collector:
     datagrams: int = 0
     bytes: int = 0
     errors: int = 0
+    error_records: int = 0     # flow records in the datagrams whose send failed
     last_error: str = ""
 
     @classmethod
@@ -55,13 +56,14 @@ class Collector:
         sock.connect(addr)
         return cls(host, port, sock, addr)
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, records: int = 0) -> None:
         try:
             self.sock.send(data)
             self.datagrams += 1
             self.bytes += len(data)
         except OSError as e:  # ENOBUFS, EAGAIN, ECONNREFUSED from an earlier send...
             self.errors += 1
+            self.error_records += records
             self.last_error = errno.errorcode.get(e.errno or 0, str(e))
 
 
@@ -159,7 +161,7 @@ class Exporter:
                 del pend.data[:take * self.rec_size[ipver]]
                 pend.count -= take
                 pend.since = now
-                self._send(self._datagram(ipver, take, body))
+                self._send(self._datagram(ipver, take, body), take)
 
     def _datagram(self, ipver: int, count: int, body: bytes) -> bytes:
         now_ms = self._now_ms()
@@ -201,11 +203,11 @@ class Exporter:
         set_id = 0 if self.fmt == V9 else 2
         return SET_HEADER.pack(set_id, SET_HEADER.size + len(body)) + body, len(self.templates)
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes, records: int) -> None:
         self.datagrams += 1
         self._since_template += 1
         for c in self.collectors:
-            c.send(data)
+            c.send(data, records)
 
     def close(self) -> None:
         for c in self.collectors:
@@ -216,7 +218,8 @@ class Exporter:
                 "v5_skipped_ipv6": self.v5_skipped_ipv6,
                 "pending": sum(p.count for p in self.pending.values()),
                 "collectors": [{"collector": f"{c.host}:{c.port}", "datagrams": c.datagrams,
-                                "bytes": c.bytes, "errors": c.errors, "last_error": c.last_error}
+                                "bytes": c.bytes, "errors": c.errors,
+                                "error_records": c.error_records, "last_error": c.last_error}
                                for c in self.collectors]}
 
 
