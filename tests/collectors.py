@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -362,3 +363,80 @@ class Nfacctd(_Collector):
             for k in t:
                 t[k] += r[k]
         return out
+
+
+class UdpTap:
+    """A collector of our own, in-process: a UDP socket on host:port read by a
+    thread that keeps every datagram, decoded by tests/nfdecode.py (which
+    shares no code with the exporter), in arrival order. Unlike nfcapd it is
+    never restarted in a test, so it sees the whole sequence-number stream of
+    an export, and lets a test tell exactly which datagrams another collector
+    missed.
+
+        tap = UdpTap()
+        ... export to tap.port ...
+        tap.wait_quiet(); tap.close()
+        tap.datagrams  # [nfdecode.Datagram], tap.checker (SequenceChecker)
+    """
+
+    def __init__(self, port: Optional[int] = None, host: str = "127.0.0.1") -> None:
+        from tests import nfdecode
+        self._nfdecode = nfdecode
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:  # root: beyond rmem_max, so bursts (a shutdown flush) fit
+            self.sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), RCVBUF)
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        self.sock.bind((host, port or 0))
+        self.sock.settimeout(0.1)
+        self.host, self.port = self.sock.getsockname()[:2]
+        self.templates = nfdecode.TemplateCache()
+        self.checker = nfdecode.SequenceChecker()
+        self.datagrams: list = []
+        self.errors: list[str] = []
+        self.received = 0            # datagrams, decodable or not
+        self.last_arrival = time.monotonic()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name=f"udptap-{self.port}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.received += 1
+            self.last_arrival = time.monotonic()
+            try:
+                dg = self._nfdecode.decode(data, self.templates, addr)
+            except self._nfdecode.DecodeError as e:
+                self.errors.append(str(e))
+                continue
+            self.checker.feed(dg, addr)
+            self.datagrams.append(dg)
+
+    def wait_quiet(self, settle: float = 0.3, timeout: float = 30.0) -> None:
+        """Until nothing arrived for `settle` s (and the socket is empty)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() - self.last_arrival < settle:
+            if time.monotonic() > deadline:
+                raise TimeoutError("UdpTap: datagrams kept arriving")
+            time.sleep(0.05)
+
+    @property
+    def records(self) -> list:
+        return [r for dg in self.datagrams for r in dg.records]
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join()
+        self.sock.close()
+
+    def __enter__(self) -> "UdpTap":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
