@@ -139,6 +139,9 @@ class SnapshotCollector(Collector):
         dgrams = counter("netflow_export_datagrams", "Export datagrams built", ["stage"])
         errors = counter("netflow_export_send_errors", "Datagrams a collector did not take",
                          ["stage", "collector"])
+        error_records = counter("netflow_export_send_error_records",
+                                "Flow records in datagrams a collector did not take",
+                                ["stage", "collector"])
         for nf in snap.netflow:
             st = str(nf["pipeline_index"])
             used.add_metric([st], nf["flows_used"])
@@ -148,7 +151,8 @@ class SnapshotCollector(Collector):
             dgrams.add_metric([st], ex.get("datagrams", 0))
             for c in ex.get("collectors", []):
                 errors.add_metric([st, c["collector"]], c["errors"])
-        yield from (used, skips, dgrams, errors)
+                error_records.add_metric([st, c["collector"]], c.get("error_records", 0))
+        yield from (used, skips, dgrams, errors, error_records)
 
     def _one2many(self, snap):
         if not snap.one2many:
