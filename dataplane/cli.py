@@ -230,7 +230,7 @@ def check(config_path: str, as_json: bool) -> None:
             _emit_json({"config": {"ok": False, "error": str(e)}, "host": []})
             sys.exit(2)
         _fail(str(e), 2)
-    results = hostcheck.check_host(cfg.ports, no_huge=not cfg.eal.hugepages)
+    results = hostcheck.check_host(cfg.devices, no_huge=not cfg.eal.hugepages)
     bad = [r for r in results if r.level == "error"]
     if as_json:
         _emit_json({"config": {"ok": True, "file": config_path},

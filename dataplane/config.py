@@ -67,6 +67,9 @@ class PortConfig(Strict):
     name: str
     device: str | None = Field(None, description="vdev spec, e.g. net_pcap0,rx_pcap=in.pcap")
     pci: str | None = Field(None, description="PCI address of a vfio-pci bound NIC")
+    bundle: bool = Field(False, description="a logical port: the one side of a one2many stage "
+                                            "(no device); the router and netflow see it as one port")
+    mac: str = Field("", description="bundle only: its MAC ('' = its first link's)")
     rx_queues: int = Field(0, ge=0, le=64, description="0: one per worker (capped by the device)")
     rx_desc: int = Field(1024, ge=32, le=16384)
     tx_desc: int = Field(1024, ge=32, le=16384)
@@ -100,8 +103,16 @@ class PortConfig(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> "PortConfig":
-        if (self.device is None) == (self.pci is None):
+        if self.bundle:
+            if self.device is not None or self.pci is not None:
+                raise ValueError("a bundle port has no 'device' or 'pci': its links are "
+                                 "the many ports of the one2many stage whose one it is")
+        elif (self.device is None) == (self.pci is None):
             raise ValueError("set exactly one of 'device' (a vdev spec) or 'pci' (an address)")
+        if self.mac and not self.bundle:
+            raise ValueError("'mac' is for bundle ports; a device has its own")
+        if self.mac and not MAC.match(self.mac):
+            raise ValueError(f"mac: '{self.mac}' is not a MAC address like 02:00:00:00:00:01")
         return self
 
     @property
@@ -344,6 +355,11 @@ class Config(Strict):
     def port(self, name: str) -> PortConfig:
         return next(p for p in self.ports if p.name == name)
 
+    @property
+    def devices(self) -> list[PortConfig]:
+        """The ports that are devices (not bundles)."""
+        return [p for p in self.ports if not p.bundle]
+
 
 # ---- loading ---------------------------------------------------------------------
 
@@ -389,6 +405,8 @@ def _cross_check(source: str, cfg: Config, known_driver) -> None:
         if p.driver is not None and known_driver is not None and not known_driver(p.driver):
             raise ConfigError(f"{source}: ports[{i}].device: unknown driver {p.driver!r} "
                               f"(got {p.device!r}; `dataplane pmds` lists the installed ones)")
+    bundles = {p.name for p in cfg.ports if p.bundle}
+    owner: dict[str, int] = {}
     for i, st in enumerate(cfg.pipeline):
         if isinstance(st, One2ManyStage):
             for key, name in [("one", st.one)] + [(f"many[{j}]", m) for j, m in enumerate(st.many)]:
@@ -397,6 +415,22 @@ def _cross_check(source: str, cfg: Config, known_driver) -> None:
             if st.one in st.many or len(set(st.many)) != len(st.many):
                 raise ConfigError(f"{source}: pipeline[{i}].many: links must be distinct and "
                                   f"not the one port (got {st.many!r}, one = {st.one!r})")
+            for j, m in enumerate(st.many):
+                if m in bundles:
+                    raise ConfigError(f"{source}: pipeline[{i}].many[{j}]: a link must be a "
+                                      f"device, not a bundle (got {m!r})")
+            if st.one in bundles:
+                if st.one in owner:
+                    raise ConfigError(f"{source}: pipeline[{i}].one: bundle {st.one!r} is already "
+                                      f"the one of pipeline[{owner[st.one]}]")
+                owner[st.one] = i
+                # link traffic becomes the bundle's here: the stages that
+                # should see it come after
+                later = [j for j, o in enumerate(cfg.pipeline[:i]) if not isinstance(o, One2ManyStage)]
+                if later:
+                    raise ConfigError(f"{source}: pipeline[{i}]: a one2many stage whose one is a "
+                                      f"bundle must come before the other stages (pipeline"
+                                      f"[{later[0]}] is a {cfg.pipeline[later[0]].stage})")
         if isinstance(st, Ip6flowStage):
             _check_router(source, f"pipeline[{i}]", st, seen)
             if sum(isinstance(o, Ip6flowStage) for o in cfg.pipeline) > 1:
@@ -407,6 +441,10 @@ def _cross_check(source: str, cfg: Config, known_driver) -> None:
                     raise ConfigError(f"{source}: pipeline[{i}].map: no port named {src!r}")
                 if dst != "punt" and dst not in seen:
                     raise ConfigError(f"{source}: pipeline[{i}].map.{src}: no port named {dst!r}")
+    for i, p in enumerate(cfg.ports):
+        if p.bundle and p.name not in owner:
+            raise ConfigError(f"{source}: ports[{i}].bundle: {p.name!r} is the one of no one2many "
+                              f"stage (a bundle's links come from that stage's many)")
 
 
 def _check_router(source: str, where: str, st: Ip6flowStage, ports: dict) -> None:

@@ -135,7 +135,8 @@ class Dataplane:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.ports: list[Port] = []
+        self.ports: list[Port] = []     # devices
+        self.bundles: list[Port] = []   # logical ports: one2many bundles (no device)
         self.workers: list[Worker] = []
         self.pools: dict[int, object] = {}
         self._worker_handles: list = []
@@ -173,12 +174,43 @@ class Dataplane:
 
     def _attach_ports(self) -> None:
         for i, pc in enumerate(self.cfg.ports):
+            if pc.bundle:
+                continue
             try:
                 pid = native.dev_attach(pc.devargs)
             except native.DataplaneError as e:
                 key = "device" if pc.device else "pci"
                 raise ConfigError(f"ports[{i}].{key}: {e}", e.errno) from None
             self.ports.append(Port(i, pc, pid, native.port_info(pid)))
+        # Bundles take port ids no device has, from the top down.
+        free = (pid for pid in range(native.MAX_PORTS - 1, -1, -1)
+                if pid not in {p.port_id for p in self.ports})
+        for i, pc in enumerate(self.cfg.ports):
+            if pc.bundle:
+                links = [self.port(n) for n in self._bundle_stage(pc.name).many]
+                pid = next(free)
+                mtu = min(lk.cfg.mtu or lk.info.mtu or 1500 for lk in links)
+                info = native.PortInfo(port_id=pid, name=pc.name, driver="bundle", socket=-1,
+                                       max_rx_queues=0, max_tx_queues=0, min_mtu=mtu,
+                                       max_mtu=mtu, mtu=mtu, mac=pc.mac or links[0].info.mac)
+                self.bundles.append(Port(i, pc, pid, info))
+
+    def _bundle_stage(self, name: str) -> One2ManyStage:
+        """The one2many table whose one is bundle `name` (config checked: one)."""
+        return next(sc for sc in self.cfg.pipeline if isinstance(sc, One2ManyStage) and sc.one == name)
+
+    @property
+    def all_ports(self) -> list[Port]:
+        """Devices and bundles: every name a stage may refer to."""
+        return self.ports + self.bundles
+
+    def link_up(self, port_id: int) -> bool:
+        """A device's link state; a bundle is up while it has an enabled link
+        (ng_one2many tells upstream only on empty <-> non-empty)."""
+        for b in self.bundles:
+            if b.port_id == port_id:
+                return any(c.is_up() for c in self.one2many if c.cfg.one == b.name)
+        return native.port_link(port_id)["up"]
 
     def _configure_ports(self) -> None:
         n_workers = len(self.cfg.eal.workers)
@@ -212,7 +244,7 @@ class Dataplane:
             self.workers.append(Worker(wi, cpu, h, self))
 
     def _port_id(self, name: str) -> int:
-        return next(p.port_id for p in self.ports if p.name == name)
+        return self.port(name).port_id
 
     @property
     def netflow(self) -> list:
@@ -243,9 +275,11 @@ class Dataplane:
     def _add_stage(self, h, index: int, sc) -> None:
         st = native.worker_add_stage(h, sc.stage)
         if isinstance(sc, NetflowStage):
-            self._controller(index, sc).add_worker_stage(st, len(self.cfg.eal.workers), self.ports)
+            self._controller(index, sc).add_worker_stage(st, len(self.cfg.eal.workers), self.all_ports)
         elif isinstance(sc, (One2ManyStage, Ip6flowStage)):
             self._controller(index, sc).add_worker_stage(st)
+            if isinstance(sc, One2ManyStage) and self.cfg.port(sc.one).bundle:
+                native.worker_set_port_via(h, self._port_id(sc.one), st)
         elif isinstance(sc, XconnectStage):
             for src, dst in sc.map.items():
                 out = native.PORT_PUNT if dst == "punt" else self._port_id(dst)
@@ -299,7 +333,7 @@ class Dataplane:
             worker.punts_unhandled += 1
 
     def port(self, name: str) -> Port:
-        for p in self.ports:
+        for p in self.all_ports:
             if p.name == name:
                 return p
         raise KeyError(name)
@@ -434,6 +468,7 @@ class Dataplane:
             except native.DataplaneError as e:
                 log.warning("%s", e)
         self.ports.clear()
+        self.bundles.clear()
         for pool in self.pools.values():
             native.pool_free(pool)
         self.pools.clear()

@@ -72,7 +72,7 @@ class Ip6flowController:
     def prepare(self) -> None:
         """Before the ports start: the configured tables, so the first packet
         already finds its route."""
-        self.table.install({p.name: p.port_id for p in self.dp.ports})
+        self.table.install({p.name: p.port_id for p in self.dp.all_ports})
 
     def start(self) -> None:
         """Ports are started: take punts, watch links."""
@@ -113,7 +113,7 @@ class Ip6flowController:
         while not self._stop.wait(MONITOR_INTERVAL_S):
             for itf in self.table.interfaces():
                 try:
-                    up = native.port_link(itf.port_id)["up"]
+                    up = self.dp.link_up(itf.port_id)
                 except native.DataplaneError:
                     continue
                 if self.table.link_up.get(itf.port_id) != bool(up):

@@ -209,6 +209,11 @@ def worker_set_txq(w, port_id: int, queue: int, shared: bool) -> None:
     check(lib.dp_worker_set_txq(w, port_id, queue, int(shared)), "set tx queue", WorkerError)
 
 
+def worker_set_port_via(w, port_id: int, st) -> None:
+    """Packets sent to logical port `port_id` go to stage `st` (a bundle)."""
+    check(lib.dp_worker_set_port_via(w, port_id, st), "logical port", WorkerError)
+
+
 def worker_add_stage(w, kind: str):
     out = ffi.new("struct dp_stage **")
     check(lib.dp_worker_add_stage(w, kind.encode(), out), f"add stage {kind}", WorkerError)
@@ -472,6 +477,10 @@ def o2m_create(one_port: int, many_ports: list[int]):
     ports = ffi.new("uint16_t[]", many_ports)
     check(lib.dp_o2m_create(one_port, ports, len(many_ports), out), "one2many bundle")
     return out[0]
+
+
+def o2m_set_one_logical(b, logical: bool) -> None:
+    lib.dp_o2m_set_one_logical(b, int(logical))
 
 
 def o2m_free(b) -> None:

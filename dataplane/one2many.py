@@ -76,6 +76,7 @@ class One2ManyController:
             one = self.dp.port(self.cfg.one).port_id
             many = [self.dp.port(n).port_id for n in self.links]
             self.bundle = native.o2m_create(one, many)
+            native.o2m_set_one_logical(self.bundle, self.dp.port(self.cfg.one).cfg.bundle)
             native.o2m_set_xmit(self.bundle, self.xmit)
             self._ifaces = [kernel_interface(self.dp.port(n).cfg.devargs) for n in self.links]
             self._apply()
@@ -104,6 +105,10 @@ class One2ManyController:
             self.bundle = None
 
     # ---- the active set ------------------------------------------------------
+
+    def is_up(self) -> bool:
+        """The bundle has an enabled link (what upstream is told)."""
+        return self.bundle is not None and native.o2m_enabled(self.bundle) != 0
 
     def _apply(self) -> None:
         """ng_one2many_update_many(): publish the enabled links; tell

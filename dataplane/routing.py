@@ -95,7 +95,10 @@ class RouteTable:
         self.routes: dict[Network, Route] = {}
         self.neighbours: dict[tuple[int, Address], Neighbour] = {}
         self.ifaces: dict[int, Interface] = {}
-        self._port_names = {p.port_id: p.name for p in dp.ports}
+        self._port_names = {p.port_id: p.name for p in dp.all_ports}
+        # A bundle's state is known before its links start; a device's link
+        # comes up with the port, after this table is installed.
+        self._initial_up = {b.port_id: dp.link_up(b.port_id) for b in dp.bundles}
         self._local_nh: dict[int, int] = {}
         self.commits = 0
         self.link_up: dict[int, bool] = {}
@@ -105,7 +108,7 @@ class RouteTable:
             mtu = p.cfg.mtu or p.info.mtu or 1500
             addrs = tuple(ipaddress.ip_interface(a) for a in itf.addresses) + (link_local(mac),)
             self.ifaces[p.port_id] = Interface(p.port_id, p.name, mac, mtu, addrs)
-        for p in dp.ports:
+        for p in dp.all_ports:
             if p.port_id not in self.ifaces:  # routes may still point out of it
                 self.ifaces[p.port_id] = Interface(p.port_id, p.name, p.info.mac,
                                                    p.cfg.mtu or p.info.mtu or 1500, ())
@@ -122,8 +125,9 @@ class RouteTable:
         neighbours and routes, in one commit."""
         with self._lock:
             for itf in self.ifaces.values():
-                native.router_set_port(self.router, itf.port_id, itf.mac, True)
-                self.link_up[itf.port_id] = True
+                up = self._initial_up.get(itf.port_id, True)
+                native.router_set_port(self.router, itf.port_id, itf.mac, up)
+                self.link_up[itf.port_id] = up
                 for a in itf.addresses:
                     self._add_local(a.ip)
                     if not a.ip.is_link_local:

@@ -72,6 +72,9 @@ struct dp_stage_ops {
                         uint16_t n);
     /* Periodic duties (expiry scans...), run on the worker's thread. */
     void (*tick)(struct dp_stage *st, uint64_t now_ns);
+    /* A stage that owns a logical port (a one2many bundle): what the
+     * pipeline and the slow path send to that port comes here. */
+    void (*transmit)(struct dp_stage *st, struct rte_mbuf **pkts, uint16_t n);
 };
 
 struct dp_stage {
@@ -91,6 +94,7 @@ struct dp_txbuf {
     uint16_t queue;
     uint8_t enabled;
     uint8_t shared; /* fewer tx queues than workers: take the port lock */
+    struct dp_stage *via; /* a logical port (not enabled): its stage sends */
     struct rte_mbuf *pkts[DP_TXBUF_SIZE];
 };
 
@@ -147,6 +151,22 @@ static inline void dp_drop(struct dp_stage *st, struct rte_mbuf *m,
     st->w->stats.dropped++;
 }
 
+/* A port with no tx queue of its own: a logical port's stage sends for it,
+ * anything else is dropped (bad_egress). Kept out of line of the hot path. */
+static inline void dp_emit_other(struct dp_worker *w, uint16_t out_port,
+                                 struct rte_mbuf **pkts, uint16_t n)
+{
+    struct dp_stage *via = out_port < DP_MAX_PORTS ? w->tx[out_port].via : NULL;
+
+    if (via != NULL) {
+        via->ops->transmit(via, pkts, n);
+        return;
+    }
+    rte_pktmbuf_free_bulk(pkts, n);
+    w->stats.drops[DP_DROP_BAD_EGRESS] += n;
+    w->stats.dropped += n;
+}
+
 /* Queue a packet for transmission on out_port; flushed after the burst. */
 static inline void dp_emit(struct dp_worker *w, uint16_t out_port,
                            struct rte_mbuf *m)
@@ -154,9 +174,7 @@ static inline void dp_emit(struct dp_worker *w, uint16_t out_port,
     struct dp_txbuf *tb;
 
     if (unlikely(out_port >= DP_MAX_PORTS || !w->tx[out_port].enabled)) {
-        rte_pktmbuf_free(m);
-        w->stats.drops[DP_DROP_BAD_EGRESS]++;
-        w->stats.dropped++;
+        dp_emit_other(w, out_port, &m, 1);
         return;
     }
     tb = &w->tx[out_port];
@@ -174,9 +192,7 @@ static inline void dp_emit_bulk(struct dp_worker *w, uint16_t out_port,
     struct dp_txbuf *tb;
 
     if (unlikely(out_port >= DP_MAX_PORTS || !w->tx[out_port].enabled)) {
-        rte_pktmbuf_free_bulk(pkts, n);
-        w->stats.drops[DP_DROP_BAD_EGRESS] += n;
-        w->stats.dropped += n;
+        dp_emit_other(w, out_port, pkts, n);
         return;
     }
     tb = &w->tx[out_port];

@@ -14,6 +14,12 @@
  * when the mask changes. Statistics are per worker, summed by Python.
  * xmit-all sends one mbuf to every link by raising its reference count: the
  * packet is not modified, so nothing is copied.
+ *
+ * The one side may be a logical port (a bundle) instead of a device: then
+ * what arrives on a link continues down the pipeline as if it had arrived
+ * on the bundle (its port rewritten), and what the pipeline or the slow path
+ * sends to the bundle comes to one2many_transmit, so a router or netflow
+ * stage sees one interface whatever the links.
  */
 #include <errno.h>
 #include <string.h>
@@ -30,6 +36,7 @@ struct dp_o2m {
     uint32_t xmit;               /* atomic: DP_O2M_XMIT_* */
     uint16_t one_port;
     uint16_t n_many;
+    uint8_t one_logical;         /* the one side is a bundle, not a device */
     uint16_t many_port[DP_O2M_MAX_LINKS];
     uint8_t link_of_port[DP_MAX_PORTS]; /* 0xff: not a many link */
 };
@@ -82,6 +89,11 @@ int dp_o2m_create(uint16_t one_port, const uint16_t *many_ports,
 void dp_o2m_free(struct dp_o2m *b)
 {
     rte_free(b);
+}
+
+void dp_o2m_set_one_logical(struct dp_o2m *b, int logical)
+{
+    b->one_logical = logical != 0;
 }
 
 int dp_o2m_set_xmit(struct dp_o2m *b, int alg)
@@ -280,6 +292,13 @@ static uint16_t one2many_process(struct dp_stage *st, struct rte_mbuf **pkts,
         o->many[link].rx_packets += n;
         o->many[link].rx_octets += octets;
         link_tx(&o->one, n, octets);
+        if (b->one_logical) {
+            /* into the bundle: the next stages see its port */
+            for (i = 0; i < n; i++)
+                pkts[i]->port = b->one_port;
+            w->rx_port = b->one_port;
+            return n;
+        }
         dp_emit_bulk(w, b->one_port, pkts, n);
         return 0;
     }
@@ -348,8 +367,36 @@ static uint16_t one2many_process(struct dp_stage *st, struct rte_mbuf **pkts,
     return 0;
 }
 
+/* Sent to the bundle (a logical one port): the one -> many half of the
+ * stage, as if the packets had arrived on the one side. */
+static void one2many_transmit(struct dp_stage *st, struct rte_mbuf **pkts,
+                              uint16_t n)
+{
+    struct one2many *o = st->priv;
+    struct dp_worker *w = st->w;
+    const uint16_t rx_port = w->rx_port;
+
+    if (unlikely(o->b == NULL || !o->b->one_logical)) {
+        uint16_t i;
+
+        for (i = 0; i < n; i++)
+            dp_drop(st, pkts[i], DP_DROP_BAD_EGRESS);
+        return;
+    }
+    w->rx_port = o->b->one_port;
+    while (n) {
+        uint16_t k = RTE_MIN(n, (uint16_t)DP_BURST);
+
+        one2many_process(st, pkts, k);
+        pkts += k;
+        n -= k;
+    }
+    w->rx_port = rx_port;
+}
+
 const struct dp_stage_ops dp_one2many_ops = {
     .kind = "one2many",
     .priv_size = sizeof(struct one2many),
     .process = one2many_process,
+    .transmit = one2many_transmit,
 };

@@ -153,6 +153,19 @@ int dp_worker_set_txq(struct dp_worker *w, uint16_t port_id, uint16_t queue,
     return 0;
 }
 
+int dp_worker_set_port_via(struct dp_worker *w, uint16_t port_id,
+                           struct dp_stage *st)
+{
+    if (port_id >= DP_MAX_PORTS || st == NULL || st->w != w ||
+        st->ops->transmit == NULL || w->tx[port_id].enabled) {
+        dp_set_error(EINVAL, "worker %u: port %u cannot be sent through a %s "
+                     "stage", w->id, port_id, st ? st->ops->kind : "(no)");
+        return -EINVAL;
+    }
+    w->tx[port_id].via = st;
+    return 0;
+}
+
 int dp_worker_add_stage(struct dp_worker *w, const char *kind,
                         struct dp_stage **out)
 {
@@ -454,7 +467,8 @@ int dp_worker_inject(struct dp_worker *w, uint16_t port_id,
     struct rte_mbuf *m;
     char *p;
 
-    if (port_id >= DP_MAX_PORTS || !w->tx[port_id].enabled) {
+    if (port_id >= DP_MAX_PORTS ||
+        !(w->tx[port_id].enabled || w->tx[port_id].via != NULL)) {
         dp_set_error(ENODEV, "inject: port %u is not an egress of worker %u",
                      port_id, w->id);
         return -ENODEV;

@@ -166,6 +166,10 @@ int dp_worker_set_txq(struct dp_worker *w, uint16_t port_id, uint16_t queue,
                       int shared);
 int dp_worker_add_stage(struct dp_worker *w, const char *kind,
                         struct dp_stage **out);
+/* Packets sent to port_id (a logical port: no tx queue) go to stage st's
+ * transmit (st must be one of w's stages that owns such a port). */
+int dp_worker_set_port_via(struct dp_worker *w, uint16_t port_id,
+                           struct dp_stage *st);
 /* Called on the worker's own thread: registers it with EAL, pins it. */
 int dp_worker_thread_init(struct dp_worker *w, int cpu);
 void dp_worker_thread_fini(struct dp_worker *w);
@@ -362,6 +366,10 @@ int dp_o2m_create(uint16_t one_port, const uint16_t *many_ports,
 void dp_o2m_free(struct dp_o2m *b);
 /* Atomic words the workers read each burst: safe from any thread. */
 int dp_o2m_set_xmit(struct dp_o2m *b, int alg);
+/* The one side is a logical port (a bundle): link traffic continues down the
+ * pipeline as the bundle's, and what is sent to it goes out on the links
+ * (set the workers' port via with dp_worker_set_port_via). */
+void dp_o2m_set_one_logical(struct dp_o2m *b, int logical);
 void dp_o2m_set_enabled(struct dp_o2m *b, uint64_t mask);
 uint64_t dp_o2m_enabled(const struct dp_o2m *b);
 int dp_o2m_xmit(const struct dp_o2m *b);
