@@ -159,7 +159,9 @@ def build() -> dict:
     b.panel("Export", [
         (rate("dataplane_netflow_export_datagrams_total", I, "stage"), "{{stage}} datagrams/s"),
         (rate("dataplane_netflow_export_send_errors_total", I, "stage, collector"),
-         "{{stage}} {{collector}} send errors/s")], "short")
+         "{{stage}} {{collector}} send errors/s"),
+        (rate("dataplane_netflow_export_send_error_records_total", I, "stage, collector"),
+         "{{stage}} {{collector}} records lost in them/s")], "short")
 
     b.row("one2many (ng_one2many)")
     b.panel("Link packets/s out", [
