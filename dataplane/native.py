@@ -170,6 +170,23 @@ def port_link(port_id: int) -> dict:
             "full_duplex": bool(link.full_duplex), "autoneg": bool(link.autoneg)}
 
 
+def port_lsc(port_id: int) -> dict:
+    """Link state change interrupts: whether the port has them, and how many came."""
+    out = ffi.new("struct dp_lsc *")
+    check(lib.dp_port_lsc(port_id, out), f"port {port_id} lsc", PortError)
+    return {"enabled": bool(out.enabled), "events": out.events}
+
+
+def port_lsc_notify(port_id: int, eventfd: int) -> None:
+    """Write 1 to `eventfd` on each link change of the port (-1: stop)."""
+    check(lib.dp_port_lsc_notify(port_id, eventfd), f"port {port_id} lsc", PortError)
+
+
+def port_lsc_raise(port_id: int) -> None:
+    """Test hook: a link-change interrupt, as the port's driver would raise it."""
+    check(lib.dp_port_lsc_raise(port_id), f"port {port_id} lsc", PortError)
+
+
 def port_set_link(port_id: int, up: bool) -> None:
     check(lib.dp_port_set_link(port_id, int(up)), f"port {port_id} link", PortError)
 

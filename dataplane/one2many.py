@@ -8,7 +8,9 @@ change reaches every worker at its next burst without stopping anything.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import select
 import threading
 import time
 from pathlib import Path
@@ -68,6 +70,9 @@ class One2ManyController:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ifaces: list[str | None] = []
+        self._lsc_ports: list[int] = []
+        self._wake: int | None = None   # eventfd written on a link-change interrupt
+        self._woken_by = "poll"         # what woke the monitor last: poll | interrupt
 
     # ---- build / run ---------------------------------------------------------
 
@@ -89,14 +94,29 @@ class One2ManyController:
             with self._lock:
                 self._sample_links(initial=True)
                 self._apply()
+        # Links whose driver raises link-change interrupts wake the monitor at
+        # once; the others are polled every monitor_interval_ms.
+        self._lsc_ports = [p for p in (self.dp.port(n).port_id for n in self.links)
+                           if native.port_lsc(p)["enabled"]]
+        if self._lsc_ports:
+            self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            for p in self._lsc_ports:
+                native.port_lsc_notify(p, self._wake)
         self._thread = threading.Thread(target=self._monitor, name=f"dp-o2m-{self.index}",
                                         daemon=True)
         self._thread.start()
 
     def shutdown(self) -> None:
         self._stop.set()
+        if self._wake is not None:
+            os.eventfd_write(self._wake, 1)
         if self._thread is not None:
             self._thread.join()
+        if self._wake is not None:
+            for p in self._lsc_ports:
+                native.port_lsc_notify(p, -1)
+            os.close(self._wake)
+            self._wake = None
 
     def close(self) -> None:
         """After the workers are gone: free the shared bundle."""
@@ -152,14 +172,29 @@ class One2ManyController:
                 self.link_up[i] = up
                 self._pending[i] = None
                 self.enabled[i] = up  # NGM_LINK_IS_UP / NGM_LINK_IS_DOWN
-                self.events.append({"time": now, "link": i, "port": self.links[i], "up": up})
+                self.events.append({"time": now, "link": i, "port": self.links[i], "up": up,
+                                    "via": self._woken_by})
                 log.warning("one2many %s: link %d (%s) %s", self.cfg.one, i, self.links[i],
                             "up" if up else "down")
                 changed = True
         return changed
 
+    def _wait(self) -> bool:
+        """Until the next poll or a link-change interrupt; False: stop."""
+        timeout = self.cfg.monitor_interval_ms / 1000
+        self._woken_by = "poll"
+        if self._wake is None:
+            return not self._stop.wait(timeout)
+        if select.select([self._wake], [], [], timeout)[0]:
+            self._woken_by = "interrupt"
+            try:
+                os.eventfd_read(self._wake)
+            except BlockingIOError:
+                pass
+        return not self._stop.is_set()
+
     def _monitor(self) -> None:
-        while not self._stop.wait(self.cfg.monitor_interval_ms / 1000):
+        while self._wait():
             if self.failure != "notify":
                 continue
             try:

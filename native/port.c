@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <rte_bus.h>
 #include <rte_dev.h>
@@ -79,6 +80,72 @@ int dp_dev_attach(const char *devargs, uint16_t *port_id)
     return 0;
 }
 
+/* ---- link state change interrupts ------------------------------------------
+ * Where the driver raises them (RTE_ETH_DEV_INTR_LSC), a link change is
+ * counted and signalled at once on the eventfd a link monitor asked for, so
+ * it need not wait for its next poll. The callback runs on EAL's interrupt
+ * thread: it only counts and writes the eventfd. */
+static int lsc_fd[DP_MAX_PORTS] = {[0 ... DP_MAX_PORTS - 1] = -1};
+static uint64_t lsc_events[DP_MAX_PORTS];
+static uint8_t lsc_on[DP_MAX_PORTS];
+
+static int lsc_callback(uint16_t port_id, enum rte_eth_event_type type,
+                        void *arg, void *ret)
+{
+    int fd;
+
+    RTE_SET_USED(arg);
+    RTE_SET_USED(ret);
+    if (type != RTE_ETH_EVENT_INTR_LSC || port_id >= DP_MAX_PORTS)
+        return 0;
+    __atomic_add_fetch(&lsc_events[port_id], 1, __ATOMIC_RELEASE);
+    fd = __atomic_load_n(&lsc_fd[port_id], __ATOMIC_ACQUIRE);
+    if (fd >= 0) {
+        uint64_t one = 1;
+        ssize_t rc = write(fd, &one, sizeof(one));
+        RTE_SET_USED(rc); /* a full eventfd already says "look" */
+    }
+    return 0;
+}
+
+int dp_port_lsc(uint16_t port_id, struct dp_lsc *out)
+{
+    if (port_id >= DP_MAX_PORTS)
+        return -ENODEV;
+    out->enabled = lsc_on[port_id];
+    out->events = __atomic_load_n(&lsc_events[port_id], __ATOMIC_ACQUIRE);
+    return 0;
+}
+
+/* What a driver does on a link change, for drivers that do not (tests):
+ * run the callback as EAL's interrupt thread would. */
+int dp_port_lsc_raise(uint16_t port_id)
+{
+    if (port_id >= DP_MAX_PORTS || !lsc_on[port_id]) {
+        dp_set_error(ENOTSUP, "port %u has no link change interrupt", port_id);
+        return -ENOTSUP;
+    }
+    return lsc_callback(port_id, RTE_ETH_EVENT_INTR_LSC, NULL, NULL);
+}
+
+int dp_port_lsc_notify(uint16_t port_id, int eventfd)
+{
+    if (port_id >= DP_MAX_PORTS)
+        return -ENODEV;
+    __atomic_store_n(&lsc_fd[port_id], eventfd, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static void lsc_release(uint16_t port_id)
+{
+    if (port_id < DP_MAX_PORTS && lsc_on[port_id]) {
+        rte_eth_dev_callback_unregister(port_id, RTE_ETH_EVENT_INTR_LSC,
+                                        lsc_callback, NULL);
+        lsc_on[port_id] = 0;
+        __atomic_store_n(&lsc_fd[port_id], -1, __ATOMIC_RELEASE);
+    }
+}
+
 int dp_dev_detach(uint16_t port_id)
 {
     struct rte_eth_dev_info info;
@@ -93,6 +160,7 @@ int dp_dev_detach(uint16_t port_id)
         return rc;
     }
     dev = info.device;
+    lsc_release(port_id);
     rte_eth_dev_stop(port_id);
     rc = rte_eth_dev_close(port_id);
     if (rc != 0) {
@@ -172,11 +240,17 @@ int dp_port_configure(uint16_t port_id, const struct dp_port_conf *conf,
             econf.rx_adv_conf.rss_conf.rss_hf = hf;
         }
     }
+    if (info.dev_flags != NULL && (*info.dev_flags & RTE_ETH_DEV_INTR_LSC))
+        econf.intr_conf.lsc = 1;
     rc = rte_eth_dev_configure(port_id, conf->nb_rxq, conf->nb_txq, &econf);
     if (rc != 0) {
         dp_set_error(-rc, "configure port %u", port_id);
         return rc;
     }
+    if (econf.intr_conf.lsc && !lsc_on[port_id] &&
+        rte_eth_dev_callback_register(port_id, RTE_ETH_EVENT_INTR_LSC,
+                                      lsc_callback, NULL) == 0)
+        lsc_on[port_id] = 1;
     rc = rte_eth_dev_adjust_nb_rx_tx_desc(port_id, &nb_rxd, &nb_txd);
     if (rc != 0) {
         dp_set_error(-rc, "port %u descriptors", port_id);

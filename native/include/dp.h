@@ -112,6 +112,18 @@ int dp_port_configure(uint16_t port_id, const struct dp_port_conf *conf,
 int dp_port_start(uint16_t port_id);
 int dp_port_stop(uint16_t port_id);
 int dp_port_link(uint16_t port_id, struct dp_link *out);
+/* Link state change interrupts: enabled where the driver has them; every
+ * change is counted, and written (as 1) to the eventfd given, if any (-1:
+ * none), so a link monitor wakes at once instead of at its next poll. */
+struct dp_lsc {
+    int enabled;
+    uint64_t events;
+};
+int dp_port_lsc(uint16_t port_id, struct dp_lsc *out);
+int dp_port_lsc_notify(uint16_t port_id, int eventfd);
+/* Test hook: signal a link change on a port that has the interrupt, as its
+ * driver would (net_tap has it but never raises it in DPDK 22.11). */
+int dp_port_lsc_raise(uint16_t port_id);
 int dp_port_set_link(uint16_t port_id, int up);
 int dp_port_stats(uint16_t port_id, struct dp_port_stats *out);
 
