@@ -62,6 +62,17 @@ def running(cfg: config.Config):
         eal.close()
 
 
+def wait_for(pred, timeout: float = 10.0, interval: float = 0.005) -> bool:
+    """Poll pred() until it holds or `timeout` s pass (a hang guard: tests
+    wait for counters, never for time); its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return pred()
+
+
 def conserved(snap) -> bool:
     t = snap.totals
     return t["rx"] + t["injected"] == t["tx"] + t["dropped"] + t["punted"]

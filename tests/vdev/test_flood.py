@@ -16,15 +16,15 @@ xconnect -> net_null]. Checked:
 """
 from __future__ import annotations
 
+import functools
 import re
 import struct
-import time
 from pathlib import Path
 
 import pytest
 
 from dataplane import native
-from tests.helpers import conserved, port, running, vdev_config
+from tests.helpers import conserved, port, running, vdev_config, wait_for
 
 pytestmark = [pytest.mark.eal, pytest.mark.timeout(180)]
 
@@ -55,13 +55,7 @@ def rss_kib() -> int:
     return int(re.search(r"^VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
 
 
-def wait_for(pred, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
+wait_for = functools.partial(wait_for, timeout=60.0)  # a hang guard, not a timing
 
 
 def test_flood_of_new_sources_against_a_small_cache(file_prefix, tmp_path):

@@ -14,7 +14,7 @@ from scapy.utils import rdpcap, wrpcap
 
 from dataplane import native
 from dataplane.errors import ConfigError
-from tests.helpers import conserved, port, running, vdev_config, xconnect
+from tests.helpers import conserved, port, running, vdev_config, wait_for, xconnect
 
 pytestmark = [pytest.mark.eal, pytest.mark.timeout(60)]
 
@@ -35,13 +35,6 @@ def pcap_in(tmp_path) -> str:
     return port("in", f"net_pcap0,rx_pcap={tmp_path}/in.pcap")
 
 
-def wait_for(pred, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
 
 
 def test_pcap_through_xconnect_is_byte_identical(tmp_path, file_prefix):

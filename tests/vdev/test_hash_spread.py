@@ -13,16 +13,16 @@ bucket, chained over 384 buckets: the first assertion fails.
 """
 from __future__ import annotations
 
+import functools
 import random
 import struct
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from dataplane import native
-from tests.helpers import conserved, port, running, vdev_config
+from tests.helpers import conserved, port, running, vdev_config, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import hash_spread  # noqa: E402
@@ -63,13 +63,7 @@ def keys_to_frames(keys: list[bytes]) -> list[bytes]:
     return [frame(struct.unpack("!I", k[0:4])[0], struct.unpack("!H", k[32:34])[0]) for k in keys]
 
 
-def wait_for(pred, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
+wait_for = functools.partial(wait_for, timeout=30.0)  # a hang guard, not a timing
 
 
 @pytest.mark.parametrize("keyset", ["crafted", "random"])

@@ -16,8 +16,6 @@ Frames are built with scapy; the pcaps are read after the dataplane stopped
 """
 from __future__ import annotations
 
-import time
-
 import pytest
 from scapy.layers.inet import ICMP, IP, UDP, IPOption_NOP, IPOption_RR
 from scapy.layers.inet6 import (
@@ -40,7 +38,7 @@ from dataplane import native
 from dataplane.errors import ConfigError
 from dataplane.ip6flow import Ip6flowError
 from dataplane.slowpath import OUTCOMES
-from tests.helpers import conserved, port, running, vdev_config
+from tests.helpers import conserved, port, running, vdev_config, wait_for
 
 pytestmark = [pytest.mark.eal, pytest.mark.timeout(60)]
 
@@ -156,13 +154,6 @@ def router_cfg(file_prefix, tmp_path, wan2: bool = False, **stage):
     return vdev_config(file_prefix, body)
 
 
-def wait_for(pred, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.002)
-    return pred()
 
 
 class Router:

@@ -11,25 +11,19 @@ read by the assertions.
 """
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
-import time
 
 import pytest
 
 from dataplane import native
-from tests.helpers import port, running, vdev_config
+from tests.helpers import port, running, vdev_config, wait_for
 
 pytestmark = [pytest.mark.eal, pytest.mark.timeout(60)]
 
 
-def wait_for(pred, timeout=8.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.002)
-    return pred()
+wait_for = functools.partial(wait_for, timeout=8.0)  # a hang guard, not a timing
 
 
 @pytest.mark.skipif(shutil.which("ip") is None, reason="iproute2 (ip) not installed")

@@ -20,6 +20,7 @@ after the links' rings drain, the pool holds exactly what it held at the start
 """
 from __future__ import annotations
 
+import functools
 import random
 import struct
 import time
@@ -27,7 +28,7 @@ import time
 import pytest
 
 from dataplane import native
-from tests.helpers import conserved, port, running, vdev_config
+from tests.helpers import conserved, port, running, vdev_config, wait_for
 
 pytestmark = [pytest.mark.eal, pytest.mark.timeout(120)]
 
@@ -48,13 +49,7 @@ def write_pcap(path) -> None:
             f.write(struct.pack("<IIII", 0, i, len(fr), len(fr)) + fr)
 
 
-def wait_for(pred, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.002)
-    return pred()
+wait_for = functools.partial(wait_for, timeout=20.0)  # a hang guard, not a timing
 
 
 def link_counts(dp, o2m) -> tuple[list[int], list[int], list[int]]:

@@ -14,13 +14,13 @@ packet flows again and the pool's free count is back where it started.
 """
 from __future__ import annotations
 
+import functools
 import struct
-import time
 
 import pytest
 
 from dataplane import config, native
-from tests.helpers import conserved, port, running, vdev_toml
+from tests.helpers import conserved, port, running, vdev_toml, wait_for
 
 pytestmark = [pytest.mark.eal, pytest.mark.timeout(90)]
 
@@ -43,13 +43,7 @@ def write_pcap(path, n: int) -> None:
             f.write(struct.pack("<IIII", 0, i, len(fr), len(fr)) + fr)
 
 
-def wait_for(pred, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.005)
-    return pred()
+wait_for = functools.partial(wait_for, timeout=20.0)  # a hang guard, not a timing
 
 
 def restart_port(dp, name: str) -> None:

@@ -19,9 +19,9 @@ from scapy.utils import wrpcap
 
 from dataplane import native
 from tests.flowmodel import model_flows
-from tests.traffic import eth, mixed_traffic
-from tests.helpers import conserved, port, running, vdev_config, xconnect
+from tests.helpers import conserved, port, running, vdev_config, wait_for, xconnect
 from tests.nfdecode import SequenceChecker, TemplateCache, decode
+from tests.traffic import eth, mixed_traffic
 
 pytestmark = [pytest.mark.eal, pytest.mark.timeout(60)]
 
@@ -58,13 +58,6 @@ def receive_all(sock) -> list[bytes]:
             return out
 
 
-def wait_for(pred, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
 
 
 @pytest.mark.parametrize("version", [5, 9, 10])

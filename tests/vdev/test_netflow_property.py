@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP
 
 from dataplane import config, native
-from dataplane.engine import Dataplane
 from dataplane.eal import Eal
+from dataplane.engine import Dataplane
 from tests.conftest import unique_prefix
 from tests.flowmodel import FlowModel, observe
 from tests.nfdecode import TemplateCache, decode

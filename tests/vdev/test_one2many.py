@@ -8,14 +8,12 @@ checked, net_null sinks that free what they send.
 """
 from __future__ import annotations
 
-import time
-
 import pytest
 from scapy.layers.inet import IP, UDP
 
 from dataplane import native
 from dataplane.one2many import One2ManyError
-from tests.helpers import conserved, port, running, vdev_config
+from tests.helpers import conserved, port, running, vdev_config, wait_for
 from tests.traffic import eth
 
 pytestmark = [pytest.mark.eal, pytest.mark.timeout(60)]
@@ -31,13 +29,6 @@ def bundle_cfg(file_prefix, n_links: int, xmit: str, failure: str = "notify", si
     return vdev_config(file_prefix, body.replace("'", '"'))
 
 
-def wait_for(pred, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.005)
-    return pred()
 
 
 def send(dp, n: int, flows: int = 1) -> None:
