@@ -261,13 +261,23 @@ static inline uint64_t emit_by_link(struct one2many *o, struct dp_worker *w,
     return total;
 }
 
+/*
+ * Reading the mbufs: a stage that only forwards never looks at a packet, so
+ * the octet counters (ng_one2many's per-link stats) are the one place this
+ * stage touches an mbuf, and that load is most of its cost: without
+ * hugepages DPDK puts every mbuf at the same offset of its own 4 KiB page,
+ * so all their first cache lines compete for one L1 set (8 ways) and the
+ * line rx just wrote is rarely still there. The reads run from the burst's
+ * last packet to its first (the last ones rx wrote may still be cached, and
+ * the first ones tx will free are left cached); on the bench host that
+ * measured neutral, the miss itself is the cost.
+ */
 static inline uint64_t burst_octets(struct rte_mbuf **pkts, uint16_t n)
 {
     uint64_t octets = 0;
-    uint16_t i;
 
-    for (i = 0; i < n; i++)
-        octets += rte_pktmbuf_pkt_len(pkts[i]);
+    while (n)
+        octets += rte_pktmbuf_pkt_len(pkts[--n]);
     return octets;
 }
 
@@ -322,20 +332,32 @@ static uint16_t one2many_process(struct dp_stage *st, struct rte_mbuf **pkts,
         link_tx(&o->many[link], n, octets);
         dp_emit_bulk(w, b->many_port[link], pkts, n);
         break;
-    case DP_O2M_XMIT_ALL:
+    case DP_O2M_XMIT_ALL: {
         /* One mbuf for every link: the packet is not modified, so its
-         * reference count goes up instead of copies being made. */
-        octets = burst_octets(pkts, n);
+         * reference count goes up instead of copies being made; the same
+         * pass (last packet first, see burst_octets) reads its length. */
+        const uint16_t extra = o->n_active - 1;
+
+        octets = 0;
+        if (extra) {
+            i = n;
+            while (i) {
+                struct rte_mbuf *m = pkts[--i];
+
+                octets += rte_pktmbuf_pkt_len(m);
+                rte_pktmbuf_refcnt_update(m, extra);
+            }
+        } else {
+            octets = burst_octets(pkts, n);
+        }
         o->one.rx_octets += octets;
-        if (o->n_active > 1)
-            for (i = 0; i < n; i++)
-                rte_pktmbuf_refcnt_update(pkts[i], o->n_active - 1);
         for (j = 0; j < o->n_active; j++) {
             link = o->active[j];
             link_tx(&o->many[link], n, octets);
             dp_emit_bulk(w, b->many_port[link], pkts, n);
         }
         break;
+    }
     case DP_O2M_XMIT_HASH:
         for (i = 0; i < n; i++)
             links[i] = o->active[flow_hash(pkts[i]) % o->n_active];
@@ -343,24 +365,33 @@ static uint16_t one2many_process(struct dp_stage *st, struct rte_mbuf **pkts,
         break;
     default: { /* round-robin, packet by packet as the seed does */
         /* Packet i goes to active[(next + i) % n_active], so the packets
-         * from offset s on, every n_active-th, share one link. */
+         * from offset s on, every n_active-th, share one link: each link's
+         * share is gathered (last packet first, see burst_octets) and
+         * handed on in one piece. */
         struct rte_mbuf *share[DP_BURST];
-        const uint16_t na = o->n_active;
+        const uint16_t na = o->n_active, q = n / na, r = n % na;
+        uint16_t slot = o->next;
+        uint64_t total = 0;
 
         for (j = 0; j < na && j < n; j++) {
-            uint16_t k = 0;
+            const uint16_t k = q + (j < r); /* packets j, j + na, ... */
+            uint16_t c = k;
 
             octets = 0;
-            for (i = j; i < n; i += na) {
-                share[k++] = pkts[i];
+            for (i = (uint16_t)(j + (k - 1) * na); c; i -= na) {
+                share[--c] = pkts[i];
                 octets += rte_pktmbuf_pkt_len(pkts[i]);
             }
-            link = o->active[(o->next + j) % na];
+            link = o->active[slot];
+            if (++slot == na)
+                slot = 0;
             link_tx(&o->many[link], k, octets);
-            o->one.rx_octets += octets;
+            total += octets;
             dp_emit_bulk(w, b->many_port[link], share, k);
         }
-        o->next = (uint16_t)((o->next + n) % na);
+        o->one.rx_octets += total;
+        /* next = (next + n) % na, as next < na and r < na */
+        o->next = (uint16_t)(o->next + r >= na ? o->next + r - na : o->next + r);
         break;
     }
     }
