@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -40,6 +41,21 @@ def last_json(out: str) -> dict:
     return found
 
 
+def hugepages_free_mb() -> int:
+    """Free 2 MiB (default size) hugepages, in MiB, and 0 without a hugetlbfs mount."""
+    mounted = any(line.split()[2] == "hugetlbfs" for line in Path("/proc/mounts").read_text().splitlines())
+    info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return int(info["HugePages_Free"]) * int(info["Hugepagesize"].split()[0]) // 1024 if mounted else 0
+
+
+def require_hugepages(mb: int) -> None:
+    if hugepages_free_mb() < mb:
+        sys.exit(f"--hugepages needs {mb} MiB of free 2 MiB hugepages on a hugetlbfs mount, e.g.\n"
+                 f"  echo {mb // 2 + 64} > /proc/sys/vm/nr_hugepages\n"
+                 f"  mount -t hugetlbfs nodev /dev/hugepages   # if not mounted\n"
+                 f"(free now: {hugepages_free_mb()} MiB)")
+
+
 PROMPT = "testpmd> "
 PORT_STATS = re.compile(r"NIC statistics for port (\d+)\s+#+\s+RX-packets:\s+(\d+).*?"
                         r"TX-packets:\s+(\d+)", re.S)
@@ -50,10 +66,11 @@ class Testpmd:
     that we poll for prompts, so every command's completion is observed."""
 
     def __init__(self, workdir: Path, prefix: str, vdevs: list[str], *, memory_mb: int,
-                 mbufs: int, portmask: int | None = None):
+                 mbufs: int, portmask: int | None = None, hugepages: bool = False):
         self.log = workdir / f"{prefix}.out"
         self.cmd = ["stdbuf", "-oL", "dpdk-testpmd", "-l", f"{MAIN_CPU},{WORKER_CPU}",
-                    "--no-huge", "-m", str(memory_mb), "--no-pci", "--file-prefix", prefix]
+                    *([] if hugepages else ["--no-huge"]), "-m", str(memory_mb), "--no-pci",
+                    "--file-prefix", prefix]
         for v in vdevs:
             self.cmd += ["--vdev", v]
         self.cmd += ["--", "--forward-mode=io", f"--total-num-mbufs={mbufs}", "-i"]
