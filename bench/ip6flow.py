@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DPDK_RUN, MAIN_CPU, WORKER_CPU, last_json, remove_runtime_dir, unique_prefix  # noqa: E402
+from common import DPDK_RUN, MAIN_CPU, WORKER_CPU, last_json, remove_runtime_dir, require_hugepages, unique_prefix  # noqa: E402
 
 RESULT_MARK = "IP6FLOW_BENCH_RESULT "
 REPO = Path(__file__).resolve().parent.parent
@@ -45,6 +45,7 @@ MBUF_BYTES = 64 + 128 + DATA_ROOM  # mempool object header + rte_mbuf + data roo
 FLOW_BYTES_BUDGET = 256        # EAL memory planned per flow-cache slot
 EAL_SLACK_MB = 512
 MAX_FLOWS = 1 << 24
+HUGEPAGES = False              # --hugepages: every peer on hugepages instead of --no-huge
 
 PEERS = {
     "lpm": "l3fwd --lookup lpm",
@@ -77,7 +78,7 @@ CONFIG = """\
 [eal]
 workers = [{worker}]
 main_core = {main}
-hugepages = false
+hugepages = {hugepages}
 memory_mb = {memory}
 file_prefix = "{prefix}"
 log_level = "warning"
@@ -413,7 +414,8 @@ def l3fwd_cmd(binary: Path, prefix: str, pcap: Path, lookup: str, sz: dict) -> l
     # every lcore a TX queue on every port, and net_pcap with only rx_pcap has
     # one TX queue, so with "-l 0,1" rte_eth_dev_configure() fails. Its EAL
     # control threads (telemetry, interrupts) then go to cpu 0.
-    return [str(binary), "-l", str(WORKER_CPU), "--no-huge", "-m", str(sz["memory_mb"]), "--no-pci",
+    return [str(binary), "-l", str(WORKER_CPU), *([] if HUGEPAGES else ["--no-huge"]),
+            "-m", str(sz["memory_mb"]), "--no-pci",
             "--file-prefix", prefix, "--log-level=warning",
             "--vdev", f"net_pcap0,rx_pcap={pcap},infinite_rx=1", "--vdev", "net_null0,no-rx=1",
             "--", "-p", "0x3", "-P", "--config", f"(0,0,{WORKER_CPU})", "--lookup", lookup,
@@ -479,6 +481,7 @@ def run_ours(workdir: Path, args, pcap: Path, sz: dict, cache: bool = True, io: 
     prefix = unique_prefix("ip6flow")
     cfg = workdir / f"{prefix}.toml"
     text = CONFIG.format(worker=WORKER_CPU, main=MAIN_CPU, memory=sz["memory_mb"], prefix=prefix,
+                         hugepages="true" if HUGEPAGES else "false",
                          mbufs=sz["mbufs"], data_room=DATA_ROOM, pcap=pcap,
                          hashsize=sz["hashsize"], maxflows=sz["hashsize"] if cache else 0, in_addr=IN_ADDR,
                          out_addr=OUT_ADDR, dst_prefix=DST_PREFIX, nexthop=NEXTHOP, nexthop_mac=NEXTHOP_MAC)
@@ -637,7 +640,9 @@ def report(args, results: dict[str, list[dict]], setup: dict) -> dict:
         if rt:
             lines.append("ours, cycles/pkt (runtime rows): " +
                          ", ".join(f"{k} {v['cycles_per_pkt']:.1f}" for k, v in rt.items()))
-    lines.append("caveat: a 2-core shared VM, --no-huge (4 KiB pages: TLB misses on the mbufs and tables); "
+    lines.append(("caveat: a 2-core shared VM, every peer on 2 MiB hugepages; " if HUGEPAGES else
+                  "caveat: a 2-core shared VM, --no-huge (4 KiB pages: TLB misses on the mbufs; our pool is packed "
+                  "across pages, l3fwd's is not, and our flow tables get transparent huge pages); ") +
                  "net_pcap's replay (an mbuf alloc + 60-byte copy per packet) and the null tx are in every "
                  "figure. l3fwd does not check or decrement the IPv6 hop limit; ours validates, decrements "
                  "and looks up a flow cache of N entries.")
@@ -664,7 +669,11 @@ def main() -> None:
                     help="where the built l3fwd is kept (default ~/.cache/dp-bench)")
     ap.add_argument("--start-timeout", type=float, default=180, help=argparse.SUPPRESS)
     ap.add_argument("--json-out", metavar="FILE", help="also write all figures as JSON here")
+    ap.add_argument("--hugepages", action="store_true",
+                    help="run every peer on 2 MiB hugepages (reserve and mount them first)")
     args = ap.parse_args()
+    global HUGEPAGES
+    HUGEPAGES = args.hugepages
     for key, full, quick in (("flows", 1_000_000, 20_000), ("rounds", 2, 1), ("seconds", 8.0, 3.0)):
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else full)
@@ -681,6 +690,8 @@ def main() -> None:
     pcap = make_pcap(args.flows)
     binary = build_l3fwd(args.l3fwd_src, args.cache) if {"lpm", "fib"} & set(peers) else None
     sz = plan(args.flows)
+    if HUGEPAGES:
+        require_hugepages(sz["memory_mb"])
     setup = {
         "traffic": f"{args.flows:,} IPv6 flows (src 2001:db8:1::1:0:0+i -> dst in {DST_PREFIX}, "
                    f"next header 59, hop limit {HOP_LIMIT}), one {FRAME_LEN}-byte frame each "
