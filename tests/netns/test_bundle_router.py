@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import sh, vdev_toml
-from tests.netns.topology import DPDK_RUN_ROOT, DataplaneProc, assert_no_loss
+from tests.netns.topology import DPDK_RUN_ROOT, DataplaneProc, add_veth, assert_no_loss, new_namespace
 
 pytestmark = [pytest.mark.netns]
 
@@ -49,17 +49,11 @@ def topo():
     uid = uuid.uuid4().hex[:6]
     t = {"uid": uid, "ns_a": f"ba-a-{uid}", "ns_b": f"ba-b-{uid}", "va": f"va{uid}", "da": f"da{uid}",
          "links": [(f"d0{uid}", f"v0{uid}"), (f"d1{uid}", f"v1{uid}")], "br": f"br{uid}"}
-    quiet = ["net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0"]
     try:
         for ns in (t["ns_a"], t["ns_b"]):
-            sh("ip", "netns", "add", ns)
-            sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", *quiet)
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        pairs = [(t["da"], t["va"], t["ns_a"])] + [(d, v, t["ns_b"]) for d, v in t["links"]]
-        for outer, inner, ns in pairs:
-            sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner, "netns", ns)
-            sh("sysctl", "-q", "-w", f"net.ipv6.conf.{outer}.disable_ipv6=1")
-            sh("ip", "link", "set", outer, "up")
+            new_namespace(ns)
+        for outer, inner, ns in [(t["da"], t["va"], t["ns_a"])] + [(d, v, t["ns_b"]) for d, v in t["links"]]:
+            add_veth(outer, inner, ns)
         a, b = t["ns_a"], t["ns_b"]
         sh("ip", "-n", a, "addr", "add", f"{A4}/24", "dev", t["va"])
         sh("ip", "-n", a, "addr", "add", f"{A6}/64", "dev", t["va"], "nodad")

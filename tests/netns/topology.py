@@ -75,6 +75,24 @@ def _bare(address: str) -> str:
     return address.split("/")[0]
 
 
+def new_namespace(ns: str, sysctls: tuple[str, ...] = ()) -> None:
+    """A namespace with lo up and no duplicate address detection (set before
+    any interface is born in it: not even the link-local waits)."""
+    sh("ip", "netns", "add", ns)
+    sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0",
+       "net.ipv6.conf.all.accept_dad=0", *sysctls)
+    sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+
+def add_veth(outer: str, inner: str, ns: str) -> None:
+    """A veth pair: `outer` in the root namespace (a dataplane port: up, no
+    IPv6, so the kernel puts no RS/MLD/ND of its own on the wire), `inner`
+    in `ns` (down, for the caller to configure)."""
+    sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner, "netns", ns)
+    sh("sysctl", "-q", "-w", f"net.ipv6.conf.{outer}.disable_ipv6=1")
+    sh("ip", "link", "set", outer, "up")
+
+
 @contextlib.contextmanager
 def veth_topology(a: Host, b: Host, tag: str = "dpt", offloads_off: bool = False,
                   ns_sysctls: tuple[str, ...] = ()):
@@ -97,16 +115,8 @@ def veth_topology(a: Host, b: Host, tag: str = "dpt", offloads_off: bool = False
     t.offloads_off = ethtool is not None
     try:
         for ns, inner, outer, host in ((t.ns_a, t.va, t.da, a), (t.ns_b, t.vb, t.db, b)):
-            sh("ip", "netns", "add", ns)
-            # Before the veth is born in it: no DAD, not even for the link-local.
-            sysctls = ["net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0",
-                       *ns_sysctls]
-            sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", *sysctls)
-            sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner, "netns", ns)
-            # No IPv6 on the root side: the kernel must not put its own RS/MLD/ND
-            # packets on the wire (set before the link goes up: no link-local).
-            sh("sysctl", "-q", "-w", f"net.ipv6.conf.{outer}.disable_ipv6=1")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            new_namespace(ns, ns_sysctls)
+            add_veth(outer, inner, ns)
             if host.mtu:
                 sh("ip", "-n", ns, "link", "set", inner, "mtu", str(host.mtu))
             if ethtool:
@@ -115,7 +125,6 @@ def veth_topology(a: Host, b: Host, tag: str = "dpt", offloads_off: bool = False
             sh("ip", "-n", ns, "addr", "add", host.ip4, "dev", inner)
             sh("ip", "-n", ns, "addr", "add", host.ip6, "dev", inner, "nodad")
             sh("ip", "-n", ns, "link", "set", inner, "up")
-            sh("ip", "link", "set", outer, "up")
             if host.gw4:
                 sh("ip", "-n", ns, "route", "add", "default", "via", host.gw4)
             if host.gw6:
