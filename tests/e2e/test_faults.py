@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import signal
+import site
 import struct
 import subprocess
 import sys
@@ -488,11 +490,22 @@ def test_collector_down_and_up_under_load(tmp_path):
 NOBODY = "nobody"
 
 
+def _editable_ninja() -> Path | None:
+    """The ninja the package's editable loader runs on import (its path is
+    fixed at install time), if the package is an editable install."""
+    for d in site.getsitepackages():
+        for loader in Path(d).glob("_dataplane_editable_loader.py"):
+            m = re.search(r"\['(/[^']*ninja[^']*)'\]", loader.read_text())
+            if m:
+                return Path(m.group(1))
+    return None
+
+
 def _as_user_command(base: Path, uid: int, gid: int, xdg: Path, argv: list[str]) -> list[str]:
     """argv run as uid:gid in a private mount namespace, where /root (0700
     here, and this Python lives under it) is replaced by a 0755 tmpfs holding
-    only a bind mount of the Python install: the user gets the interpreter,
-    nothing else of root's. MESONPY_EDITABLE_VERBOSE: the editable loader
+    only bind mounts of what the child runs (the Python install, the editable
+    loader's ninja): the user gets those, nothing else of root's. MESONPY_EDITABLE_VERBOSE: the editable loader
     then only dry-runs ninja instead of writing a build log into root's
     build dir (the parent has already built the package)."""
     prefix_dir = Path(sys.base_prefix)
@@ -500,11 +513,17 @@ def _as_user_command(base: Path, uid: int, gid: int, xdg: Path, argv: list[str])
     hidden = next((p for p in reversed(prefix_dir.parents)
                    if p != Path("/") and not os.stat(p).st_mode & 0o001), None)
     if hidden is not None:  # e.g. /root/.pyenv/versions/X under a 0700 /root
-        hold = base / "python-install"
-        hold.mkdir(exist_ok=True)
-        script = (f"mount --bind {prefix_dir} {hold} && "
-                  f"mount -t tmpfs -o mode=0755 tmpfs {hidden} && "
-                  f"mkdir -p {prefix_dir} && mount --bind {hold} {prefix_dir} && ")
+        # What the child needs from under it: the interpreter, and the ninja
+        # the editable loader runs (a pyenv shim needs all of pyenv's tree).
+        needed = [prefix_dir] + [p for p in (_editable_ninja(),) if p is not None]
+        tops = sorted({hidden / p.relative_to(hidden).parts[0] for p in needed if hidden in p.parents})
+        for i, top in enumerate(tops):
+            hold = base / f"hold-{i}"
+            hold.mkdir(exist_ok=True)
+            script += f"mount --bind {top} {hold} && "
+        script += f"mount -t tmpfs -o mode=0755 tmpfs {hidden} && "
+        for i, top in enumerate(tops):
+            script += f"mkdir -p {top} && mount --bind {base / f'hold-{i}'} {top} && "
     env = (f"env -i PATH=/usr/bin:/bin HOME={base} XDG_RUNTIME_DIR={xdg} "
            f"MESONPY_EDITABLE_VERBOSE=1")
     inner = " ".join(map(str, argv))
