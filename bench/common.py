@@ -23,8 +23,11 @@ def unique_prefix(tag: str) -> str:
 
 
 def remove_runtime_dir(prefix: str) -> None:
-    """testpmd leaves /var/run/dpdk/<prefix> behind; the dataplane does not."""
+    """testpmd and l3fwd leave /var/run/dpdk/<prefix> behind, and with
+    hugepages their hugepage files; the dataplane leaves neither."""
     shutil.rmtree(DPDK_RUN / prefix, ignore_errors=True)
+    for f in Path("/dev/hugepages").glob(f"{prefix}map_*"):
+        f.unlink(missing_ok=True)
 
 
 def last_json(out: str) -> dict:

@@ -34,6 +34,10 @@ def eal_args(cfg: Config, program: str = "dataplane") -> list[str]:
             "--file-prefix", e.file_prefix, f"--log-level={e.log_level}"]
     if not e.hugepages:
         args.append("--no-huge")
+    else:
+        # No secondary processes here: unlinked hugepage files go back to the
+        # system when the process ends, however it ends (SIGKILL included).
+        args.append("--huge-unlink")
     if e.memory_mb:
         args += ["-m", str(e.memory_mb)]
     pci = [normalize_pci(a) for a in e.pci_allow] + [normalize_pci(p.pci) for p in cfg.ports if p.pci]

@@ -87,10 +87,11 @@ def test_eal_args_follow_the_config():
     args = eal_args(cfg)
     assert args[:3] == ["dataplane", "-l", "0"]
     assert "-a" in args and "0000:01:00.0" in args and "--no-pci" not in args
-    assert "--no-huge" not in args and "--log-level=notice" in args
+    assert "--no-huge" not in args and "--huge-unlink" in args and "--log-level=notice" in args
     text = (ROOT / "dataplane" / "default.toml").read_text().replace("${DEMO_PCAP}", "/x.pcap")
     demo = eal_args(config.loads(text))
     assert "--no-pci" in demo and "--no-huge" in demo and demo[demo.index("-m") + 1] == "512"
+    assert "--huge-unlink" not in demo
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "deploy" / "examples").glob("*.toml")), ids=lambda p: p.stem)
