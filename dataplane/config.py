@@ -317,6 +317,9 @@ class RunConfig(Strict):
                                     description="measure stage cycles in one loop of 2^shift")
     gil_switch_interval_ms: float = Field(0.1, gt=0, le=10,
                                           description="sys.setswitchinterval while running")
+    idle_rx_skip: int = Field(15, ge=0, le=1023,
+                              description="a queue empty 16 polls in a row is polled once in "
+                                          "idle_rx_skip + 1 loops until it has packets (0: always)")
 
 
 class ControlConfig(Strict):

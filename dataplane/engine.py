@@ -234,6 +234,7 @@ class Dataplane:
             sock = cpu_socket(cpu)
             h = native.worker_create(wi, sock, self._pool_for(sock))
             native.worker_set_cycle_sampling(h, self.cfg.run.cycle_sample_shift)
+            native.worker_set_idle_rx_skip(h, self.cfg.run.idle_rx_skip)
             self._worker_handles.append(h)
             for p in self.ports:
                 if p.cfg.poll and wi < p.nb_rxq:

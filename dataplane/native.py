@@ -258,6 +258,10 @@ def worker_set_cycle_sampling(w, shift: int) -> None:
     lib.dp_worker_set_cycle_sampling(w, shift)
 
 
+def worker_set_idle_rx_skip(w, loops: int) -> None:
+    lib.dp_worker_set_idle_rx_skip(w, loops)
+
+
 def request_stop() -> None:
     lib.dp_request_stop()
 

@@ -87,7 +87,14 @@ struct dp_stage {
 struct dp_rxq {
     uint16_t port;
     uint16_t queue;
+    uint16_t idle;  /* empty polls in a row (saturates at DP_IDLE_POLLS) */
+    uint16_t skip;  /* loops to go before this queue is polled again */
 };
+
+/* A queue empty this many polls in a row is polled once in idle_rx_skip + 1
+ * loops until it has packets again (a standby link, a quiet port): its
+ * first packet waits a few loops more, the busy queues lose no time. */
+#define DP_IDLE_POLLS 16
 
 struct dp_txbuf {
     uint16_t n;
@@ -116,6 +123,7 @@ struct dp_worker {
     struct rte_ring *inject_ring;
     struct rte_mempool *pool;
     uint64_t sample_mask;
+    uint16_t idle_rx_skip;
     uint64_t tick_interval_tsc;
     uint64_t last_tick_tsc;
     uint64_t last_exit_tsc;

@@ -248,6 +248,11 @@ void dp_worker_set_cycle_sampling(struct dp_worker *w, unsigned shift)
     w->sample_mask = shift >= 63 ? UINT64_MAX : (1ull << shift) - 1;
 }
 
+void dp_worker_set_idle_rx_skip(struct dp_worker *w, unsigned loops)
+{
+    w->idle_rx_skip = (uint16_t)RTE_MIN(loops, 1023u);
+}
+
 void dp_worker_notify(struct dp_worker *w)
 {
     __atomic_store_n(&w->attention, 1, __ATOMIC_RELEASE);
@@ -392,14 +397,23 @@ int dp_worker_poll(struct dp_worker *w, uint64_t budget_us)
         uint16_t q;
 
         for (q = 0; q < w->n_rxq; q++) {
-            const struct dp_rxq *rq = &w->rxq[q];
-            uint16_t n = rte_eth_rx_burst(rq->port, rq->queue, pkts,
-                                          DP_BURST);
+            struct dp_rxq *rq = &w->rxq[q];
+            uint16_t n;
 
-            if (n == 0) {
-                w->stats.empty_polls++;
+            if (unlikely(rq->skip)) {
+                rq->skip--;
                 continue;
             }
+            n = rte_eth_rx_burst(rq->port, rq->queue, pkts, DP_BURST);
+            if (n == 0) {
+                w->stats.empty_polls++;
+                if (rq->idle < DP_IDLE_POLLS)
+                    rq->idle++;
+                else
+                    rq->skip = w->idle_rx_skip;
+                continue;
+            }
+            rq->idle = 0;
             w->stats.rx += n;
             w->stats.rx_bursts++;
             w->port_stats[rq->port].rx += n;

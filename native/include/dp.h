@@ -192,6 +192,9 @@ void dp_worker_notify(struct dp_worker *w);
 /* Per-stage cycle accounting costs two TSC reads per burst (~26 cycles
  * each): measure one loop in 2^shift (0 = every loop). Counts stay exact. */
 void dp_worker_set_cycle_sampling(struct dp_worker *w, unsigned shift);
+/* A receive queue empty 16 polls in a row is then polled once every
+ * loops + 1 loops until it has packets again (0: every loop). */
+void dp_worker_set_idle_rx_skip(struct dp_worker *w, unsigned loops);
 void dp_request_stop(void);
 void dp_clear_stop(void);
 int dp_stop_requested(void);
