@@ -223,18 +223,29 @@ struct rte_mempool *dp_pool_mempool(struct dp_pool *pool)
  * laptops) from anonymous memory with transparent huge pages requested, so
  * random lookups do not also miss the TLB on every access.
  */
+#define DP_THP_SIZE ((size_t)2 << 20)
+
+/* Without hugepages: a 2 MiB-aligned anonymous mapping (over-allocate, trim
+ * both ends), so every 2 MiB of the table can be a transparent huge page,
+ * not only those that happen to be aligned. */
 void *dp_table_alloc(size_t size, int socket)
 {
-    void *p;
+    size_t len = RTE_ALIGN_CEIL(size, DP_THP_SIZE);
+    uint8_t *raw, *p;
 
     if (rte_eal_has_hugepages())
         return rte_zmalloc_socket("dp_table", size, RTE_CACHE_LINE_SIZE,
                                   socket);
-    p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-             -1, 0);
-    if (p == MAP_FAILED)
+    raw = mmap(NULL, len + DP_THP_SIZE, PROT_READ | PROT_WRITE,
+               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED)
         return NULL;
-    madvise(p, size, MADV_HUGEPAGE);
+    p = RTE_PTR_ALIGN_CEIL(raw, DP_THP_SIZE);
+    if (p > raw)
+        munmap(raw, (size_t)(p - raw));
+    if (raw + DP_THP_SIZE > p)
+        munmap(p + len, (size_t)(raw + DP_THP_SIZE - p));
+    madvise(p, len, MADV_HUGEPAGE);
     return p;
 }
 
@@ -245,5 +256,5 @@ void dp_table_free(void *p, size_t size)
     if (rte_eal_has_hugepages())
         rte_free(p);
     else
-        munmap(p, size);
+        munmap(p, RTE_ALIGN_CEIL(size, DP_THP_SIZE));
 }
