@@ -25,7 +25,7 @@ import pytest
 from dataplane.control import request
 from tests import collectors
 from tests.conftest import unique_prefix
-from tests.helpers import RunningCli, eal_toml
+from tests.helpers import RunningCli, eal_toml, probe_toml
 
 pytestmark = pytest.mark.timeout(180)
 DPDK_RUN = Path("/var/run/dpdk")
@@ -67,25 +67,11 @@ def probe_config(tmp_path: Path, prefix: str, pcap: Path, collectors_: list[str]
     to a net_null sink. active_timeout 1 s: every flow expires every second
     while it is replayed, so records leave all the time, and about one
     second's worth of flows is still cached at any instant."""
-    replay = ",infinite_rx=1" if forever else ""
     coll = ", ".join(f'"{c}"' for c in collectors_)
     cfg = tmp_path / name
-    cfg.write_text(eal_toml(prefix) + f"""
-[[ports]]
-name = "mirror"
-device = "net_pcap0,rx_pcap={pcap}{replay}"
-[[ports]]
-name = "drop"
-device = "net_null0,no-rx=1"
-poll = false
-[[pipeline]]
-stage = "netflow"
-active_timeout = {active}
-inactive_timeout = 15
-export = {{ version = {version}, collectors = [{coll}], source_id = 7 }}
-[[pipeline]]
-stage = "xconnect"
-map = {{ mirror = "drop" }}
+    export = (f"active_timeout = {active}\ninactive_timeout = 15\n"
+              f"export = {{ version = {version}, collectors = [{coll}], source_id = 7 }}")
+    cfg.write_text(eal_toml(prefix) + probe_toml(pcap, export, forever) + f"""
 [run]
 runtime_dir = "{tmp_path / 'run'}"
 [metrics]
