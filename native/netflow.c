@@ -42,7 +42,12 @@
 #define NF_WHEEL_SLOTS 4096u /* seconds; later deadlines re-arm */
 #define NF_NONE UINT32_MAX
 #define NF_SMALL_PACKETS 4
-#define NF_PREFETCH_AHEAD 16 /* packets between an entry prefetch and its use */
+#ifndef NF_BUCKET_AHEAD
+#define NF_BUCKET_AHEAD 14 /* packets between a bucket prefetch and its read */
+#endif
+#ifndef NF_ENTRY_AHEAD
+#define NF_ENTRY_AHEAD 14  /* packets between an entry prefetch and its use */
+#endif
 #define NF_BYTES_LIMIT (UINT32_MAX - 65535u) /* seed: UINT_MAX - IF_MAXMTU */
 
 _Static_assert(NF_SKIP__COUNT <= DP_NF_MAX_SKIP_REASONS,
@@ -383,13 +388,37 @@ static inline void hit(struct netflow *nf, uint32_t i, const struct nf_pkt *p)
 
 #define NF_FLOW_EQ(nf, idx, key) flow_eq((nf), (idx), (key))
 
+/* Stage 2: the entry a matching signature in the home bucket points at,
+ * prefetched (a guess, confirmed in stage 3). */
+static inline uint32_t nf_candidate(struct netflow *nf, uint32_t h)
+{
+    uint32_t c = ft_candidate(&nf->table, h);
+
+    if (c != FT_NONE)
+        rte_prefetch0(&nf->flows[c]);
+    return c;
+}
+
+/* Stage 3: confirm the guess (in cache by now) or look properly, then hit or
+ * create; flows created or expired earlier in the burst are seen here. */
+static inline void nf_meter(struct netflow *nf, const struct nf_pkt *p,
+                            uint32_t h, uint32_t idx)
+{
+    if (idx == FT_NONE || !nf->flows[idx].live || !flow_eq(nf, idx, &p->key))
+        FT_LOOKUP(&nf->table, h, &p->key, NF_FLOW_EQ, nf, idx);
+    if (idx != FT_NONE)
+        hit(nf, idx, p);
+    else
+        create(nf, p, h);
+}
+
 static uint16_t netflow_process(struct dp_stage *st, struct rte_mbuf **pkts,
                                 uint16_t n)
 {
     struct netflow *nf = st->priv;
     struct nf_pkt parsed[DP_BURST];
     uint32_t hash[DP_BURST], cand[DP_BURST];
-    uint16_t i, k = 0;
+    uint16_t i, k = 0, hashed = 0, s2 = 0, s3 = 0;
     uint16_t in_ifx = nf->ifindex[st->w->rx_port];
 
     if (unlikely(!nf->configured))
@@ -398,45 +427,54 @@ static uint16_t netflow_process(struct dp_stage *st, struct rte_mbuf **pkts,
         nf->info.unmetered += n;
         return n;
     }
-    /* Stage 1: parse, hash, prefetch each key's home bucket. */
+    /*
+     * A software pipeline over the burst, so that a bounded number of misses
+     * is in flight at any time (a burst's worth of prefetches at once fills
+     * the core's miss buffers, and the next prefetch waits for one):
+     *   packet k: parsed;
+     *   packet k - 1: hashed (a packet later, so the hash's 8-byte loads of
+     *           the key do not wait for the parser's narrower stores to
+     *           reach the cache), its home bucket prefetched;
+     *   NF_BUCKET_AHEAD packets later: stage 2 (nf_candidate);
+     *   NF_ENTRY_AHEAD packets after that: stage 3 (nf_meter).
+     */
     for (i = 0; i < n; i++) {
         int r = nf_parse(pkts[i], in_ifx, &parsed[k]);
 
         if (unlikely(r >= 0)) {
             nf->info.skips[r]++;
             nf->info.skipped++;
-            continue;
+        } else {
+            nf->info.packets++;
+            nf->info.bytes += parsed[k].plen;
+            k++;
         }
-        nf->info.packets++;
-        nf->info.bytes += parsed[k].plen;
-        hash[k] = ft_hash(&nf->table, &parsed[k].key, sizeof(parsed[k].key));
-        rte_prefetch0(ft_home(&nf->table, hash[k]));
-        k++;
+        if (hashed + 1 < k) {
+            hash[hashed] = ft_hash(&nf->table, &parsed[hashed].key,
+                                   sizeof(parsed[hashed].key));
+            rte_prefetch0(ft_home(&nf->table, hash[hashed]));
+            hashed++;
+        }
+        if (s2 + NF_BUCKET_AHEAD < hashed) {
+            cand[s2] = nf_candidate(nf, hash[s2]);
+            s2++;
+        }
+        if (s3 + NF_ENTRY_AHEAD < s2) {
+            nf_meter(nf, &parsed[s3], hash[s3], cand[s3]);
+            s3++;
+        }
     }
-    /* Stage 2 for packet j+D runs before stage 3 for packet j, so D entry
-     * fetches are in flight while entries that have arrived are updated.
-     * Stage 2: the entry a matching signature points at, prefetched.
-     * Stage 3: confirm that guess (it is in cache by now) or look properly;
-     * flows created or expired earlier in this burst are seen here. */
-    for (i = 0; i < k + NF_PREFETCH_AHEAD; i++) {
-        if (i < k) {
-            cand[i] = ft_candidate(&nf->table, hash[i]);
-            if (cand[i] != FT_NONE)
-                rte_prefetch0(&nf->flows[cand[i]]);
+    /* The tail of the burst, spaced the same way. */
+    for (; s3 < k; s3++) {
+        for (; hashed < k && hashed < s3 + NF_BUCKET_AHEAD + NF_ENTRY_AHEAD + 1;
+             hashed++) {
+            hash[hashed] = ft_hash(&nf->table, &parsed[hashed].key,
+                                   sizeof(parsed[hashed].key));
+            rte_prefetch0(ft_home(&nf->table, hash[hashed]));
         }
-        if (i >= NF_PREFETCH_AHEAD) {
-            uint16_t j = i - NF_PREFETCH_AHEAD;
-            uint32_t idx = cand[j];
-
-            if (idx == FT_NONE || !nf->flows[idx].live ||
-                !flow_eq(nf, idx, &parsed[j].key))
-                FT_LOOKUP(&nf->table, hash[j], &parsed[j].key, NF_FLOW_EQ, nf,
-                          idx);
-            if (idx != FT_NONE)
-                hit(nf, idx, &parsed[j]);
-            else
-                create(nf, &parsed[j], hash[j]);
-        }
+        for (; s2 < hashed && s2 < s3 + NF_ENTRY_AHEAD + 1; s2++)
+            cand[s2] = nf_candidate(nf, hash[s2]);
+        nf_meter(nf, &parsed[s3], hash[s3], cand[s3]);
     }
     return n; /* metering never holds a packet back */
 }
