@@ -43,6 +43,7 @@ EAL_SLACK_MB = 512
 
 PEERS = {
     "netflow": "dataplane [netflow, xconnect]",
+    "netflow_alt": "dataplane [netflow, xconnect], --alt-native build",
     "plain": "dataplane [xconnect] (no netflow)",
     "sf_once": "softflowd -r, file as written",
     "sf_passes": "softflowd -r, file repeated",
@@ -226,7 +227,8 @@ def wait_rusage(proc: subprocess.Popen, timeout: float) -> tuple[int, object]:
         time.sleep(0.05)
 
 
-def run_dataplane(workdir: Path, args, pcap: Path, sink: Sink, with_netflow: bool) -> dict:
+def run_dataplane(workdir: Path, args, pcap: Path, sink: Sink, with_netflow: bool,
+                  native_so: str | None = None) -> dict:
     packets = args.flows  # the pcap holds one packet per flow
     mbufs, memory_mb = plan_memory(args.flows, packets, 2 * args.flows)
     if args.memory_mb:
@@ -237,6 +239,8 @@ def run_dataplane(workdir: Path, args, pcap: Path, sink: Sink, with_netflow: boo
     out_path = workdir / f"{prefix}.out"
     cmd = [sys.executable, __file__, "--child", str(cfg), "--duration", str(args.duration),
            "--warmup", str(args.warmup)]
+    if native_so:
+        cmd += ["--alt-native", native_so]
     try:
         with open(out_path, "w") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
@@ -266,9 +270,24 @@ def _schedstat_ns(tid: int) -> tuple[int, int]:
     return int(run), int(wait)
 
 
-def child(cfg_path: str, duration: float, warmup: float) -> None:
+def load_alt_native(path: str) -> None:
+    """Use another build of the C module (a saved copy of
+    build/cp311/_native*.so) in place of the editable one, for A/B runs of two
+    builds in one benchmark: it is registered as dataplane._native before the
+    package imports it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dataplane._native", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    sys.modules["dataplane._native"] = mod
+
+
+def child(cfg_path: str, duration: float, warmup: float, alt_native: str | None = None) -> None:
     """One EAL per process: start, warm up (every flow created), measure, then
     read the cache before the stop flushes it, and time that flush."""
+    if alt_native:
+        load_alt_native(alt_native)
     from dataplane import config, native
     from dataplane.eal import Eal
     from dataplane.engine import Dataplane
@@ -395,6 +414,14 @@ def summarize(args, results: dict[str, list[dict]]) -> dict:
     s["ratio_netflow_over_plain_per_cpu_s"] = (median(nf, "pkts_per_worker_cpu_s")
                                                / median(plain, "pkts_per_worker_cpu_s"))
     s["netflow_cycles_per_pkt"] = statistics.median(r["runtime"]["netflow"]["cycles_per_pkt"] for r in nf)
+    if results.get("netflow_alt"):
+        alt = results["netflow_alt"]
+        s["mpps_netflow_alt"] = median(alt, "pps") / 1e6
+        s["netflow_alt_cycles_per_pkt"] = statistics.median(r["runtime"]["netflow"]["cycles_per_pkt"]
+                                                            for r in alt)
+        s["rss_mib_netflow_alt"] = median(alt, "rss_mib")
+        s["bytes_per_flow_alt"] = ((s["rss_mib_netflow_alt"] - statistics.median(r["rss_mib"] for r in plain))
+                                   * (1 << 20) / min(r["netflow"][0]["flows_used"] for r in alt))
     for key in ("port-rx", "port-tx", "xconnect"):
         s[f"{key}_cycles_per_pkt_netflow"] = statistics.median(r["runtime"][key]["cycles_per_pkt"] for r in nf)
         s[f"{key}_cycles_per_pkt_plain"] = statistics.median(r["runtime"][key]["cycles_per_pkt"] for r in plain)
@@ -464,10 +491,16 @@ def report(args, results: dict[str, list[dict]], setup: dict) -> dict:
     for i in range(args.rounds):
         t.add_column(f"round {i + 1}", justify="right")
     t.add_column("median", justify="right", style="bold")
-    for key in ("netflow", "plain"):
-        runs = results[key]
+    for key in ("netflow", "netflow_alt", "plain"):
+        runs = results.get(key)
+        if not runs:
+            continue
         t.add_row(escape(PEERS[key]) + ", Mpps", *(f"{r['pps'] / 1e6:.3f}" for r in runs),
                   f"{median(runs, 'pps') / 1e6:.3f}")
+        if key.startswith("netflow"):
+            t.add_row("  netflow stage, cycles/pkt",
+                      *(f"{r['runtime']['netflow']['cycles_per_pkt']:.1f}" for r in runs),
+                      f"{statistics.median(r['runtime']['netflow']['cycles_per_pkt'] for r in runs):.1f}")
         t.add_row("  worker on its CPU (schedstat), %", *(f"{r['worker_on_cpu'] * 100:.1f}" for r in runs),
                   f"{median(runs, 'worker_on_cpu') * 100:.1f}")
     for key in ("sf_once", "sf_passes"):
@@ -511,6 +544,12 @@ def report(args, results: dict[str, list[dict]], setup: dict) -> dict:
          f"{s['worker_on_cpu_netflow'] * 100:.1f}% of the window); whole process: "
          f"{s['ours_pkts_per_process_cpu_s'] / 1e6:.3f} M"),
     ]
+    if results.get("netflow_alt"):
+        rows += [
+            ("--alt-native build", f"{s['mpps_netflow_alt']:.3f} Mpps, "
+             f"{s['netflow_alt_cycles_per_pkt']:.1f} cycles/pkt, {s['bytes_per_flow_alt']:.0f} B/flow",
+             escape(args.alt_native)),
+        ]
     if results.get("sf_once"):
         rows += [
             (f"softflowd {setup['softflowd_version']}, N packets",
@@ -549,10 +588,14 @@ def main() -> None:
     ap.add_argument("--no-softflowd", action="store_true", help="skip softflowd")
     ap.add_argument("--memory-mb", type=int, default=0, help="EAL -m (default: sized from --flows)")
     ap.add_argument("--json-out", metavar="FILE", help="also write all figures as JSON here")
+    ap.add_argument("--alt-native", metavar="SO",
+                    help="also run the netflow pipeline, alternated with the others in every round, "
+                         "with this build of the C module (a copy of build/cp311/_native*.so): "
+                         "A/B of two builds in one run")
     ap.add_argument("--child", metavar="CONFIG", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.duration, args.warmup)
+        child(args.child, args.duration, args.warmup, args.alt_native)
         return
     if not 1 <= args.flows <= MAX_FLOWS:
         ap.error(f"--flows must be 1..{MAX_FLOWS}")
@@ -577,6 +620,8 @@ def main() -> None:
         "loadavg_before": [round(x, 2) for x in os.getloadavg()],
     }
     results: dict[str, list[dict]] = {k: [] for k in PEERS if use_sf or not k.startswith("sf_")}
+    if not args.alt_native:
+        del results["netflow_alt"]
     sink = Sink()
     try:
         with tempfile.TemporaryDirectory(prefix="netflow_bench_") as tmp:
@@ -586,6 +631,9 @@ def main() -> None:
                     print(f"round {rnd + 1}/{args.rounds}: {PEERS[key]} ...", file=sys.stderr, flush=True)
                     if key == "netflow":
                         r = run_dataplane(wd, args, pcap, sink, with_netflow=True)
+                    elif key == "netflow_alt":
+                        r = run_dataplane(wd, args, pcap, sink, with_netflow=True,
+                                          native_so=args.alt_native)
                     elif key == "plain":
                         r = run_dataplane(wd, args, pcap, sink, with_netflow=False)
                     else:
