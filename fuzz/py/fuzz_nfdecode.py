@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import atheris
+import harness
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -68,16 +69,5 @@ def TestOneInput(data: bytes) -> None:
         seq.feed(d, "fuzz")
 
 
-def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--seed":
-        d = Path(sys.argv[2])
-        d.mkdir(parents=True, exist_ok=True)
-        for name, data in seeds().items():
-            (d / f"seed-{name}").write_bytes(data)
-        return
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    harness.main(seeds, TestOneInput)
