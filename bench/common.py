@@ -22,6 +22,37 @@ def unique_prefix(tag: str) -> str:
     return f"bench_{tag}_{os.getpid()}_{next(_seq)}"
 
 
+def pcap_to_null_toml(prefix: str, memory_mb: int, mbufs: int, data_room: int, pcap: Path,
+                      forever: bool) -> str:
+    """The head of a benchmark config: one worker on WORKER_CPU (the main
+    thread on MAIN_CPU), no hugepages, and ports `in` (net_pcap reading `pcap`,
+    replayed forever or once) and `out` (a net_null sink). The caller adds
+    its [[pipeline]] tables (and any other table)."""
+    replay = ",infinite_rx=1" if forever else ""
+    return f"""\
+[eal]
+workers = [{WORKER_CPU}]
+main_core = {MAIN_CPU}
+hugepages = false
+memory_mb = {memory_mb}
+file_prefix = "{prefix}"
+log_level = "warning"
+
+[mempool]
+mbufs = {mbufs}
+data_room = {data_room}
+
+[[ports]]
+name = "in"
+device = "net_pcap0,rx_pcap={pcap}{replay}"
+
+[[ports]]
+name = "out"
+device = "net_null0,no-rx=1"
+poll = false
+"""
+
+
 def remove_runtime_dir(prefix: str) -> None:
     """testpmd and l3fwd leave /var/run/dpdk/<prefix> behind, and with
     hugepages their hugepage files; the dataplane leaves neither."""

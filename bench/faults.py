@@ -35,31 +35,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DPDK_RUN, MAIN_CPU, WORKER_CPU, unique_prefix  # noqa: E402
+from common import DPDK_RUN, WORKER_CPU, pcap_to_null_toml, unique_prefix  # noqa: E402
 from netflow import make_pcap  # noqa: E402
 
 CONFIG = """\
-[eal]
-workers = [{worker}]
-main_core = {main}
-hugepages = false
-memory_mb = 512
-file_prefix = "{prefix}"
-log_level = "warning"
-
-[mempool]
-mbufs = {mbufs}
-data_room = 256
-
-[[ports]]
-name = "in"
-device = "net_pcap0,rx_pcap={pcap},infinite_rx=1"
-
-[[ports]]
-name = "out"
-device = "net_null0,no-rx=1"
-poll = false
-
+{head}
 [[pipeline]]
 stage = "netflow"
 max_flows = {max_flows}
@@ -153,9 +133,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dp_faults_bench_"))
     prefix = unique_prefix("faults")
     cfg = work / "dp.toml"
-    cfg.write_text(CONFIG.format(worker=WORKER_CPU, main=MAIN_CPU, prefix=prefix, pcap=pcap,
-                                 mbufs=max(16383, args.flows + 16384) | 1023, max_flows=4 * args.flows,
-                                 port=coll.port, run_dir=work / "run"))
+    head = pcap_to_null_toml(prefix, 512, max(16383, args.flows + 16384) | 1023, 256, pcap,
+                             forever=True)
+    cfg.write_text(CONFIG.format(head=head, max_flows=4 * args.flows, port=coll.port,
+                                 run_dir=work / "run"))
     sock = work / "run" / f"{prefix}.sock"
     load0 = os.getloadavg()
     out = open(work / "dp.out", "w")

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DPDK_RUN, MAIN_CPU, WORKER_CPU, unique_prefix  # noqa: E402
+from common import DPDK_RUN, WORKER_CPU, pcap_to_null_toml, unique_prefix  # noqa: E402
 from netflow import (FRAME_LEN, PCAP_GLOBAL, PCAP_RECORD, Sink, flow_frame,  # noqa: E402
                      wait_rusage)
 
@@ -42,27 +42,7 @@ EAL_SLACK_MB = 512
 MAX_SOURCES = 1 << 24          # source 10.0.0.0 + i
 
 CONFIG = """\
-[eal]
-workers = [{worker}]
-main_core = {main}
-hugepages = false
-memory_mb = {memory}
-file_prefix = "{prefix}"
-log_level = "warning"
-
-[mempool]
-mbufs = {mbufs}
-data_room = {data_room}
-
-[[ports]]
-name = "in"
-device = "net_pcap0,rx_pcap={pcap}"
-
-[[ports]]
-name = "out"
-device = "net_null0,no-rx=1"
-poll = false
-
+{head}
 [[pipeline]]
 stage = "netflow"
 max_flows = {max_flows}
@@ -237,9 +217,8 @@ def run_one(workdir: Path, pcap: Path, packets: int, max_flows: int, sink: Sink,
     need = MBUFS * (64 + 128 + DATA_ROOM) + max_flows * FLOW_BYTES_BUDGET + (EAL_SLACK_MB << 20)
     memory_mb = -(-need // (1 << 30)) * 1024
     cfg = workdir / f"{prefix}.toml"
-    cfg.write_text(CONFIG.format(worker=WORKER_CPU, main=MAIN_CPU, memory=memory_mb, prefix=prefix,
-                                 mbufs=MBUFS, data_room=DATA_ROOM, pcap=pcap, max_flows=max_flows,
-                                 timeout=TIMEOUT_S, port=sink.port))
+    head = pcap_to_null_toml(prefix, memory_mb, MBUFS, DATA_ROOM, pcap, forever=False)
+    cfg.write_text(CONFIG.format(head=head, max_flows=max_flows, timeout=TIMEOUT_S, port=sink.port))
     before = sink.counts(0.05)
     out_path = workdir / f"{prefix}.out"
     cmd = [sys.executable, __file__, "--child", str(cfg), "--packets", str(packets), "--cap", str(cap_s)]

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DPDK_RUN, MAIN_CPU, WORKER_CPU, unique_prefix  # noqa: E402
+from common import DPDK_RUN, MAIN_CPU, WORKER_CPU, pcap_to_null_toml, unique_prefix  # noqa: E402
 
 RESULT_MARK = "NETFLOW_BENCH_RESULT "
 PCAP_DIR = Path("/tmp")
@@ -50,27 +50,7 @@ PEERS = {
 }
 
 CONFIG = """\
-[eal]
-workers = [{worker}]
-main_core = {main}
-hugepages = false
-memory_mb = {memory}
-file_prefix = "{prefix}"
-log_level = "warning"
-
-[mempool]
-mbufs = {mbufs}
-data_room = {data_room}
-
-[[ports]]
-name = "in"
-device = "net_pcap0,rx_pcap={pcap},infinite_rx=1"
-
-[[ports]]
-name = "out"
-device = "net_null0,no-rx=1"
-poll = false
-{netflow}
+{head}{netflow}
 [[pipeline]]
 stage = "xconnect"
 map = {{ in = "out" }}
@@ -206,8 +186,8 @@ def write_config(workdir: Path, tag: str, pcap: Path, flows: int, port: int, wit
     prefix = unique_prefix(tag)
     nf = NETFLOW_STAGE.format(max_flows=2 * flows, timeout=TIMEOUT_S, port=port) if with_netflow else ""
     path = workdir / f"{prefix}.toml"
-    path.write_text(CONFIG.format(worker=WORKER_CPU, main=MAIN_CPU, memory=memory_mb, prefix=prefix,
-                                  mbufs=mbufs, data_room=DATA_ROOM, pcap=pcap, netflow=nf))
+    head = pcap_to_null_toml(prefix, memory_mb, mbufs, DATA_ROOM, pcap, forever=True)
+    path.write_text(CONFIG.format(head=head, netflow=nf))
     return path, prefix
 
 
