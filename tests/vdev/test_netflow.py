@@ -18,6 +18,8 @@ from scapy.packet import Raw
 from scapy.utils import wrpcap
 
 from dataplane import native
+from dataplane.eal import Eal
+from dataplane.engine import Dataplane
 from tests.flowmodel import model_flows
 from tests.helpers import conserved, port, running, vdev_config, wait_for, xconnect
 from tests.nfdecode import SequenceChecker, TemplateCache, decode
@@ -109,6 +111,37 @@ def test_fin_flow_leaves_at_once_and_a_new_flow_is_not_expired_by_its_first_fin(
         assert info["act_exp"] == 1 and info["flows_used"] == 1  # the seed's rule (hash hits only)
         first = decode(receive_all(collector)[0], TemplateCache())
         assert [str(r.src) for r in first.records] == ["1.1.1.1"]
+
+
+def test_flows_of_the_first_burst_carry_the_time_they_arrived(tmp_path, file_prefix, collector):
+    """The clock moves on between the stage's configuration and its first
+    burst (ports starting, a slow host): the first packets are stamped with
+    the time they were metered, not the time the cache was configured."""
+    pkts = [eth() / IP(src="10.5.0.1", dst="10.5.0.2") / UDP(sport=1, dport=2) for _ in range(3)]
+    wrpcap(str(tmp_path / "in.pcap"), pkts)
+    native.clock_set_manual(T0_NS)
+    late_ms = 7000
+
+    class LateFirstBurst(Dataplane):
+        def _build_workers(self):
+            super()._build_workers()                    # the stage is configured at T0
+            native.clock_advance(late_ms * 10**6)       # the workers start 7 s later
+
+    cfg = netflow_cfg(tmp_path, file_prefix, collector.getsockname()[1], 9)
+    eal, dp = Eal(cfg), LateFirstBurst(cfg)
+    try:
+        dp.start()
+        assert wait_for(lambda: dp.snapshot().netflow[0]["packets"] == 3)
+        dp.quiesce()
+    finally:
+        dp.stop()
+        eal.close()
+    cache = TemplateCache()
+    [r] = [r for d in receive_all(collector) for r in decode(d, cache).records]
+    assert r.time_kind == "uptime_ms" and r.packets == 3
+    # The exporter's boot (sysUpTime 0) is T0 + 7 s, when the packets came:
+    # configure time would be 7000 ms before boot (2**32 - 7000).
+    assert (r.first, r.last) == (0, 0)
 
 
 def test_scan_expires_small_inactive_flows_first_then_aged_ones(tmp_path, file_prefix, collector):
