@@ -137,6 +137,9 @@ class SnapshotCollector(Collector):
         used = gauge("netflow_flows", "Flows in the cache", ["stage"])
         skips = counter("netflow_skips", "Packets not metered, by reason", ["stage", "reason"])
         dgrams = counter("netflow_export_datagrams", "Export datagrams built", ["stage"])
+        export_cpu = counter("netflow_export_cpu_seconds",
+                             "CPU time spent draining, building and sending export datagrams",
+                             ["stage"])
         errors = counter("netflow_export_send_errors", "Datagrams a collector did not take",
                          ["stage", "collector"])
         error_records = counter("netflow_export_send_error_records",
@@ -149,10 +152,11 @@ class SnapshotCollector(Collector):
                 skips.add_metric([st, reason], v)
             ex = nf.get("export") or {}
             dgrams.add_metric([st], ex.get("datagrams", 0))
+            export_cpu.add_metric([st], ex.get("cpu_s", 0.0))
             for c in ex.get("collectors", []):
                 errors.add_metric([st, c["collector"]], c["errors"])
                 error_records.add_metric([st, c["collector"]], c.get("error_records", 0))
-        yield from (used, skips, dgrams, errors, error_records)
+        yield from (used, skips, dgrams, export_cpu, errors, error_records)
 
     def _one2many(self, snap):
         if not snap.one2many:

@@ -468,6 +468,15 @@ def nf_encode(fmt: int, ipver: int, records, n: int, uptime_base_ms: int,
     return count * size
 
 
+def udp_send_batch(fd: int, buf: bytearray, lens: list[int]) -> tuple[int, list[int]]:
+    """Send len(lens) datagrams packed back to back in buf on a connected
+    non-blocking UDP socket: (how many went, errno per datagram, 0 if sent)."""
+    n = len(lens)
+    errs = ffi.new("int[]", n)
+    sent = lib.dp_udp_send_batch(fd, ffi.from_buffer(buf), ffi.new("uint32_t[]", lens), n, errs)
+    return sent, (list(errs) if sent != n else [])
+
+
 def record_dict(r) -> dict:
     """One dp_flow_record as plain Python values (control 'show' and tests)."""
     import ipaddress

@@ -1,10 +1,15 @@
 /*
  * nfexport.c - NetFlow v5, v9 and IPFIX record bodies, written in C because
  * it is per-record work; the exporter (Python) adds headers, templates and
- * sequence numbers and sends the datagrams.
+ * sequence numbers, and hands the datagrams back here to be sent in batches.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* sendmmsg */
+#endif
 #include <errno.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <rte_byteorder.h>
 #include <rte_common.h>
@@ -195,4 +200,45 @@ int dp_nf_encode(int format, int ipver, const struct dp_flow_record *r,
         written++;
     }
     return written;
+}
+
+/* ---- sending ----------------------------------------------------------------
+ * One system call for many datagrams: at 1M records/s the exporter sends
+ * ~45k datagrams a second, and a send() each was most of its CPU time. */
+#define SEND_CHUNK 64
+
+int dp_udp_send_batch(int fd, const uint8_t *buf, const uint32_t *lens,
+                      unsigned n, int *errs)
+{
+    struct mmsghdr msgs[SEND_CHUNK];
+    struct iovec iov[SEND_CHUNK];
+    const uint8_t *p = buf;
+    unsigned i = 0, sent = 0;
+
+    while (i < n) {
+        unsigned k = RTE_MIN(n - i, (unsigned)SEND_CHUNK), j;
+        const uint8_t *q = p;
+        int r;
+
+        memset(msgs, 0, sizeof(msgs[0]) * k);
+        for (j = 0; j < k; j++) {
+            iov[j].iov_base = (void *)(uintptr_t)q;
+            iov[j].iov_len = lens[i + j];
+            msgs[j].msg_hdr.msg_iov = &iov[j];
+            msgs[j].msg_hdr.msg_iovlen = 1;
+            q += lens[i + j];
+        }
+        r = sendmmsg(fd, msgs, k, MSG_DONTWAIT);
+        if (r <= 0) {           /* datagram i failed: count it, go on after it */
+            errs[i] = r < 0 ? errno : EAGAIN;
+            p += lens[i++];
+            continue;
+        }
+        for (j = 0; j < (unsigned)r; j++) {
+            errs[i] = 0;
+            p += lens[i++];
+        }
+        sent += r;
+    }
+    return (int)sent;
 }

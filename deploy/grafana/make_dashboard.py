@@ -162,6 +162,9 @@ def build() -> dict:
          "{{stage}} {{collector}} send errors/s"),
         (rate("dataplane_netflow_export_send_error_records_total", I, "stage, collector"),
          "{{stage}} {{collector}} records lost in them/s")], "short")
+    b.panel("Exporter CPU (share of one core)", [
+        (rate("dataplane_netflow_export_cpu_seconds_total", I, "stage"), "{{stage}}")],
+        "percentunit")
 
     b.row("one2many (ng_one2many)")
     b.panel("Link packets/s out", [

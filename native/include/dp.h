@@ -357,6 +357,11 @@ int dp_nf_template(int format, int ipver, uint16_t *ids, uint16_t *lens,
 int dp_nf_encode(int format, int ipver, const struct dp_flow_record *r,
                  unsigned n, uint64_t uptime_base_ms, int64_t epoch_offset_ms,
                  uint8_t *buf, size_t cap);
+/* Send n datagrams, packed back to back in buf (lengths in lens), on a
+ * connected non-blocking UDP socket: sendmmsg, never waiting. errs[i] gets 0
+ * or the errno datagram i met (it is not retried). Returns how many went. */
+int dp_udp_send_batch(int fd, const uint8_t *buf, const uint32_t *lens,
+                      unsigned n, int *errs);
 
 /* ---- stage: one2many (FreeBSD ng_one2many) -------------------------------- */
 #define DP_O2M_MAX_LINKS 64
