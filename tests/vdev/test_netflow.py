@@ -144,6 +144,24 @@ def test_flows_of_the_first_burst_carry_the_time_they_arrived(tmp_path, file_pre
     assert (r.first, r.last) == (0, 0)
 
 
+def test_the_stop_flush_through_a_small_ring_loses_no_flow(tmp_path, file_prefix, collector):
+    """3000 cached flows leave through a 64-record ring at the stop: the flush
+    takes only what the ring has room for, so every flow is exported once."""
+    flows = 3000
+    pkts = [eth() / IP(src=f"10.4.{i >> 8}.{i & 255}", dst="10.4.255.1") / UDP(sport=i, dport=53)
+            for i in range(flows)]
+    wrpcap(str(tmp_path / "in.pcap"), pkts)
+    cfg = netflow_cfg(tmp_path, file_prefix, collector.getsockname()[1], 10, "export_ring = 64")
+    with running(cfg) as dp:
+        assert wait_for(lambda: dp.snapshot().netflow[0]["flows_used"] == flows)
+        dp.quiesce()
+        info = dp.snapshot().netflow[0]
+    assert (info["exported"], info["export_failed"], info["flows_used"]) == (flows, 0, 0)
+    cache = TemplateCache()
+    records = [r for d in receive_all(collector) for r in decode(d, cache).records]
+    assert sorted(r.sport for r in records) == list(range(flows))
+
+
 def test_scan_expires_small_inactive_flows_first_then_aged_ones(tmp_path, file_prefix, collector):
     """Manual clock: past the inactive timeout only flows of <= 4 packets go
     (cache below low-water); past the active timeout the big one goes too."""
