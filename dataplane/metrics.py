@@ -108,11 +108,14 @@ class SnapshotCollector(Collector):
                     ["worker"])
         busy = counter("worker_busy_cycles", "TSC cycles in loops that moved packets", ["worker"])
         total = counter("worker_cycles", "TSC cycles inside the C loop", ["worker"])
+        ticks = counter("worker_tick_cycles", "TSC cycles in stage timers (expiry scans, link timers)",
+                        ["worker"])
         for w in snap.workers:
             gap.add_metric([str(w["id"])], w["max_gap_us"] / 1e6)
             busy.add_metric([str(w["id"])], w["busy_cycles"])
             total.add_metric([str(w["id"])], w["total_cycles"])
-        yield from (gap, busy, total)
+            ticks.add_metric([str(w["id"])], w["tick_cycles"])
+        yield from (gap, busy, total, ticks)
 
     def _stages(self, snap):
         calls = counter("stage_calls", "Burst calls of a pipeline stage", ["worker", "stage", "index"])

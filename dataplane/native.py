@@ -276,7 +276,7 @@ def stop_requested() -> bool:
 
 WORKER_STATS_FIELDS = ("loops", "rx_bursts", "empty_polls", "rx", "injected", "tx", "punted",
                        "dropped", "rx_cycles", "tx_cycles", "sampled_rx", "busy_cycles", "total_cycles",
-                       "polls", "max_gap_cycles", "last_gap_cycles")
+                       "tick_cycles", "polls", "max_gap_cycles", "last_gap_cycles")
 STAGE_STATS_FIELDS = ("calls", "packets", "passed", "cycles", "sampled_packets", "dropped")
 
 

@@ -394,6 +394,8 @@ int dp_worker_poll(struct dp_worker *w, uint64_t budget_us)
         w->last_tick_tsc = entry;
         run_ticks(w);
         flush_dirty(w);
+        t = rte_rdtsc();
+        w->stats.tick_cycles += t - entry;
     }
 
     for (;;) {
@@ -452,9 +454,13 @@ int dp_worker_poll(struct dp_worker *w, uint64_t budget_us)
             w->stats.busy_cycles += t - loop_start;
 
         if (unlikely(t - w->last_tick_tsc >= w->tick_interval_tsc)) {
+            uint64_t t0 = t;
+
             w->last_tick_tsc = t;
             run_ticks(w);
             flush_dirty(w);
+            t = rte_rdtsc(); /* the next loop's busy time starts after them */
+            w->stats.tick_cycles += t - t0;
         }
         if (unlikely(__atomic_load_n(&dp_stop_flag, __ATOMIC_RELAXED))) {
             reason |= DP_POLL_STOP;

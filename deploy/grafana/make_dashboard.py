@@ -117,7 +117,9 @@ def build() -> dict:
         for k in ("rx", "tx", "injected", "punted", "dropped")], "pps")
     b.panel("Busy (cycles in loops that moved packets)", [
         (f"sum by (worker) (rate(dataplane_worker_busy_cycles_total{{{W}}}[{RI}])) / "
-         f"sum by (worker) (rate(dataplane_worker_cycles_total{{{W}}}[{RI}]))", "{{worker}}")],
+         f"sum by (worker) (rate(dataplane_worker_cycles_total{{{W}}}[{RI}]))", "{{worker}}"),
+        (f"sum by (worker) (rate(dataplane_worker_tick_cycles_total{{{W}}}[{RI}])) / "
+         f"sum by (worker) (rate(dataplane_worker_cycles_total{{{W}}}[{RI}]))", "{{worker}} in timers")],
         "percentunit")
     b.panel("Drops by worker and reason", [
         (rate("dataplane_worker_drops_total", W, "worker, reason") + " > 0", "{{worker}} {{reason}}")],

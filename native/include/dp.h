@@ -146,6 +146,7 @@ struct dp_worker_stats {
     uint64_t sampled_rx;       /* packets received in sampled loops */
     uint64_t busy_cycles;      /* cycles in loops that moved packets */
     uint64_t total_cycles;     /* cycles inside dp_worker_poll */
+    uint64_t tick_cycles;      /* of them in stage timers (expiry scans...) */
     uint64_t polls;            /* calls of dp_worker_poll */
     uint64_t max_gap_cycles;   /* longest time spent outside the C loop */
     uint64_t last_gap_cycles;

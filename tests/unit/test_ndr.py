@@ -655,7 +655,8 @@ def engine_like_snapshot():
     from dataplane.metrics import IP6FLOW_COUNTERS, NETFLOW_COUNTERS, O2M_COUNTERS, WORKER_COUNTERS
     eth = dict.fromkeys(ETH, 1)
     w = {k: 1 for k in WORKER_COUNTERS}
-    w.update(id=0, drops=dict.fromkeys(REASONS, 0), max_gap_us=3.0, busy_cycles=10, total_cycles=20)
+    w.update(id=0, drops=dict.fromkeys(REASONS, 0), max_gap_us=3.0, busy_cycles=10, total_cycles=20,
+             tick_cycles=2)
     nf = {k: 1 for k in NETFLOW_COUNTERS}
     nf.update(pipeline_index=0, flows_used=5, skips=dict.fromkeys(native.netflow_skip_reasons(), 0),
               export={"datagrams": 3, "collectors": [{"collector": "127.0.0.1:9995", "errors": 0}]})
