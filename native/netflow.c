@@ -487,6 +487,39 @@ static uint16_t netflow_process(struct dp_stage *st, struct rte_mbuf **pkts,
     return n; /* metering never holds a packet back */
 }
 
+#define NF_SCAN_BATCH 16
+
+/* One flow the wheel brought up: the seed's rule. Expired, or armed again
+ * for when it could next expire (never in the second being scanned). */
+static inline void scan_one(struct netflow *nf, uint32_t i, uint32_t h,
+                            uint32_t now_s)
+{
+    struct nf_flow *f = &nf->flows[i];
+    /* (INACTIVE && (SMALL || used > lowat)) || AGED. An idle flow is
+     * reported as idle even when it is also aged. */
+    int idle = nf->now - f->last > nf->inactive_ms;
+
+    if (idle && (f->packets <= NF_SMALL_PACKETS || nf->used > nf->lowat)) {
+        expire_hashed(nf, i, h, DP_NF_END_IDLE);
+        nf->info.inact_exp++;
+        return;
+    }
+    if (nf->now - f->first > nf->active_ms) {
+        expire_hashed(nf, i, h, DP_NF_END_ACTIVE);
+        nf->info.inact_exp++;
+        return;
+    }
+    wheel_unlink(nf, i);
+    if (idle) {
+        /* kept while the cache is roomy; looked at again each second, as
+         * the seed's scan does */
+        wheel_arm(nf, i, RTE_MIN(now_s + 1,
+                                 (f->first + nf->active_ms) / 1000u + 1));
+    } else {
+        wheel_arm(nf, i, next_check_s(nf, f));
+    }
+}
+
 /* The seed's once-a-second scan, spread over 1 ms ticks. */
 static void netflow_tick(struct dp_stage *st, uint64_t now_ns)
 {
@@ -501,38 +534,32 @@ static void netflow_tick(struct dp_stage *st, uint64_t now_ns)
     now_s = nf->now / 1000u;
     for (budget = nf->scan_budget; budget && nf->scan_s <= now_s;) {
         uint32_t slot = nf->scan_s & (NF_WHEEL_SLOTS - 1);
-        uint32_t i = nf->wheel[slot];
-        struct nf_flow *f;
+        uint32_t batch[NF_SCAN_BATCH], hash[NF_SCAN_BATCH];
+        uint32_t i, j, m = 0;
 
-        if (i == NF_NONE) {
+        /* A batch of the second's flows, their entries fetched together,
+         * then their hash buckets: otherwise each expiring flow waits for
+         * its entry and then its bucket, one flow after another. */
+        for (i = nf->wheel[slot];
+             i != NF_NONE && m < RTE_MIN(budget, (uint32_t)NF_SCAN_BATCH);
+             i = nf->cold[i].wnext) {
+            rte_prefetch0(&nf->flows[i]);
+            batch[m++] = i;
+        }
+        if (m == 0) {
             nf->scan_s++;
             continue;
         }
-        budget--;
-        nf->info.scanned++;
-        f = &nf->flows[i];
-        /* The seed: (INACTIVE && (SMALL || used > lowat)) || AGED. An idle
-         * flow is reported as idle even when it is also aged. */
-        int idle = nf->now - f->last > nf->inactive_ms;
-        if (idle && (f->packets <= NF_SMALL_PACKETS || nf->used > nf->lowat)) {
-            expire(nf, i, DP_NF_END_IDLE);
-            nf->info.inact_exp++;
-            continue;
+        for (j = 0; j < m; j++) {
+            const struct nf_key *k = &nf->flows[batch[j]].key;
+
+            hash[j] = ft_hash(&nf->table, k, sizeof(*k));
+            rte_prefetch0(ft_home(&nf->table, hash[j]));
         }
-        if (nf->now - f->first > nf->active_ms) {
-            expire(nf, i, DP_NF_END_ACTIVE);
-            nf->info.inact_exp++;
-            continue;
-        }
-        wheel_unlink(nf, i);
-        if (idle) {
-            /* kept while the cache is roomy; looked at again each second, as
-             * the seed's scan does */
-            wheel_arm(nf, i, RTE_MIN(now_s + 1,
-                                     (f->first + nf->active_ms) / 1000u + 1));
-        } else {
-            wheel_arm(nf, i, next_check_s(nf, f));
-        }
+        for (j = 0; j < m; j++)
+            scan_one(nf, batch[j], hash[j], now_s);
+        budget -= m;
+        nf->info.scanned += m;
     }
 }
 
