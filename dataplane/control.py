@@ -173,6 +173,7 @@ class ControlServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._clients: set[asyncio.Task] = set()  # connections being served
 
     # ---- commands ------------------------------------------------------------
 
@@ -335,11 +336,16 @@ class ControlServer:
 
     def _prepare_path(self) -> None:
         d = self.path.parent
-        d.mkdir(parents=True, exist_ok=True)
         gid = grp.getgrnam(self.group).gr_gid if self.group else -1
-        os.chmod(d, 0o750 if self.group else 0o700)
-        if gid >= 0:
-            os.chown(d, -1, gid)
+        try:
+            d.mkdir(parents=True)
+        except FileExistsError:
+            pass  # someone's directory (/tmp, /run): its mode is not ours to change;
+            # the socket's own mode (0600, 0660 for the group) guards it
+        else:  # our own directory: only the owner (and the control group) get in
+            os.chmod(d, 0o750 if self.group else 0o700)
+            if gid >= 0:
+                os.chown(d, -1, gid)
         if self.path.is_socket():
             # a socket left by a crashed run; a live instance would answer
             probe = socket.socket(socket.AF_UNIX)
@@ -375,6 +381,12 @@ class ControlServer:
         self._ready.set()
         async with server:
             await self._stop.wait()
+            # Connections still open (a `top`, a client between requests) end
+            # here, while the loop runs, not when it is gone.
+            clients = list(self._clients)
+            for task in clients:
+                task.cancel()
+            await asyncio.gather(*clients, return_exceptions=True)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -383,6 +395,7 @@ class ControlServer:
             pid = uid = gid = -1
         log.info("control: client pid %d uid %d gid %d", pid, uid, gid)
         loop = asyncio.get_running_loop()
+        self._clients.add(asyncio.current_task())
         try:
             while True:
                 try:
@@ -401,9 +414,10 @@ class ControlServer:
                 except asyncio.TimeoutError:
                     answer = {"ok": False, "error": f"no answer within {self.request_timeout} s"}
                 await self._answer(writer, answer)
-        except (ConnectionError, BrokenPipeError):
-            pass
+        except (ConnectionError, BrokenPipeError, asyncio.CancelledError):
+            pass  # gone, or the server is stopping
         finally:
+            self._clients.discard(asyncio.current_task())
             writer.close()
 
     @staticmethod
