@@ -50,11 +50,14 @@ def vdev_config(file_prefix: str, body: str, workers: str = "[1]", extra: str = 
 
 
 @contextlib.contextmanager
-def running(cfg: config.Config):
-    """EAL + started dataplane; everything torn down afterwards, EAL last."""
+def running(cfg: config.Config, before_start=None):
+    """EAL + started dataplane; everything torn down afterwards, EAL last.
+    before_start(dp) runs before the workers do (punt handlers, hooks)."""
     eal = Eal(cfg)
     dp = Dataplane(cfg)
     try:
+        if before_start is not None:
+            before_start(dp)
         dp.start()
         yield dp
     finally:

@@ -115,8 +115,10 @@ def test_punted_packets_reach_python_intact(tmp_path, file_prefix):
     wrpcap(str(tmp_path / "in.pcap"), sent)
     cfg = vdev_config(file_prefix, pcap_in(tmp_path) + xconnect({"in": "punt"}))
     got = []
-    with running(cfg) as dp:
-        dp.on_punt(lambda w, port, data, reason: got.append((port, data)))
+    # The handler is in place before the workers start: a punt that came
+    # before it would be counted unhandled, not delivered.
+    with running(cfg, before_start=lambda dp: dp.on_punt(
+            lambda w, port, data, reason: got.append((port, data)))) as dp:
         assert wait_for(lambda: len(got) == 50)
         snap = dp.snapshot()
     assert [d for _, d in got] == [bytes(p) for p in sent]
