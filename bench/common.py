@@ -151,3 +151,16 @@ class Testpmd:
         except (OSError, subprocess.TimeoutExpired):
             self.proc.kill()
             self.proc.wait()
+
+
+def load_alt_native(path: str) -> None:
+    """Use another build of the C module (a saved copy of
+    build/cp311/_native*.so) in place of the editable one, for A/B runs of two
+    builds in one benchmark: it is registered as dataplane._native before the
+    package imports it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dataplane._native", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    sys.modules["dataplane._native"] = mod

@@ -30,7 +30,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DPDK_RUN, MAIN_CPU, WORKER_CPU, pcap_to_null_toml, unique_prefix  # noqa: E402
+from common import (  # noqa: E402
+    DPDK_RUN,
+    MAIN_CPU,
+    WORKER_CPU,
+    load_alt_native,
+    pcap_to_null_toml,
+    unique_prefix,
+)
 
 RESULT_MARK = "NETFLOW_BENCH_RESULT "
 PCAP_DIR = Path("/tmp")
@@ -248,19 +255,6 @@ def _schedstat_ns(tid: int) -> tuple[int, int]:
     """(time on a CPU, time runnable but waiting for one) of thread `tid`, in ns."""
     run, wait, _ = Path(f"/proc/self/task/{tid}/schedstat").read_text().split()
     return int(run), int(wait)
-
-
-def load_alt_native(path: str) -> None:
-    """Use another build of the C module (a saved copy of
-    build/cp311/_native*.so) in place of the editable one, for A/B runs of two
-    builds in one benchmark: it is registered as dataplane._native before the
-    package imports it."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("dataplane._native", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    sys.modules["dataplane._native"] = mod
 
 
 def child(cfg_path: str, duration: float, warmup: float, alt_native: str | None = None) -> None:

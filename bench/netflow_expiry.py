@@ -27,20 +27,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from common import pcap_to_null_toml, unique_prefix  # noqa: E402
+from common import load_alt_native, pcap_to_null_toml, unique_prefix  # noqa: E402
 from netflow_peers import DATA_ROOM, MBUFS, make_pcap  # noqa: E402
 
 RESULT_MARK = "NETFLOW_EXPIRY_RESULT "
 T0_NS = 1_000_000_000_000
 INACTIVE_S = 15
-
-
-def load_alt_native(path: str) -> None:
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("dataplane._native", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    sys.modules["dataplane._native"] = mod
 
 
 class Sink:
