@@ -105,8 +105,8 @@ class Exporter:
                          if self.fmt != V5 or v == 4}
         if self.fmt != V5:
             self.templates = {v: native.nf_template(self.fmt, v) for v in (4, 6)}
-            self._templates = self._template_set()
-        self._per = {v: self._records_per_datagram(v) for v in self.rec_size}
+            self._template_set_bytes = self._template_set()
+        self.per_datagram = {v: self._records_that_fit(v) for v in self.rec_size}  # records, by IP version
         self._out = bytearray()  # one pump's datagrams, back to back
 
     # ---- clock -----------------------------------------------------------
@@ -142,19 +142,16 @@ class Exporter:
         """Records a full ring dropped: advance the sequence so collectors see them."""
         self.lost_records += n
         if self.fmt == V9:
-            self.packet_seq += -(-n // self._per_datagram(4))
+            self.packet_seq += -(-n // self.per_datagram[4])
         else:
             self.flow_seq += n
 
     # ---- output ----------------------------------------------------------
 
-    def _per_datagram(self, ipver: int) -> int:
-        return self._per[ipver]
-
-    def _records_per_datagram(self, ipver: int) -> int:
+    def _records_that_fit(self, ipver: int) -> int:
         if self.fmt == V5:
             return V5_MAX_RECORDS
-        room = self.cfg.max_datagram - V9_HEADER.size - SET_HEADER.size - len(self._templates)
+        room = self.cfg.max_datagram - V9_HEADER.size - SET_HEADER.size - len(self._template_set_bytes)
         return max(1, room // self.rec_size[ipver])
 
     def _template_set(self) -> bytes:
@@ -177,7 +174,7 @@ class Exporter:
         for ipver, pend in self.pending.items():
             if not pend.count:
                 continue
-            per, size = self._per[ipver], self.rec_size[ipver]
+            per, size = self.per_datagram[ipver], self.rec_size[ipver]
             body = memoryview(pend.data)
             off = 0
             while pend.count:
@@ -214,7 +211,7 @@ class Exporter:
         templates = b""
         if (now - self._last_template_time >= self.cfg.template_refresh_s
                 or self._since_template > self.cfg.template_refresh_packets):
-            templates = self._templates
+            templates = self._template_set_bytes
             self._last_template_time = now
             self._since_template = 1
         pad = (-len(body)) % 4
