@@ -367,6 +367,20 @@ static inline void run_ticks(struct dp_worker *w)
             w->stages[i]->ops->tick(w->stages[i], now_ns);
 }
 
+/* The stage timers, due at TSC t: run, their output sent, their time
+ * counted apart. Returns the TSC after them. */
+static inline uint64_t run_due_ticks(struct dp_worker *w, uint64_t t)
+{
+    uint64_t after;
+
+    w->last_tick_tsc = t;
+    run_ticks(w);
+    flush_dirty(w);
+    after = rte_rdtsc();
+    w->stats.tick_cycles += after - t;
+    return after;
+}
+
 int dp_worker_poll(struct dp_worker *w, uint64_t budget_us)
 {
     const uint64_t hz = dp_tsc_hz();
@@ -390,13 +404,8 @@ int dp_worker_poll(struct dp_worker *w, uint64_t budget_us)
     rte_rcu_qsbr_thread_online(dp_qsbr, w->id);
     /* Stages read the clock their ticks leave (netflow's flow times): a
      * tick due now runs before the first burst, not after it. */
-    if (entry - w->last_tick_tsc >= w->tick_interval_tsc) {
-        w->last_tick_tsc = entry;
-        run_ticks(w);
-        flush_dirty(w);
-        t = rte_rdtsc();
-        w->stats.tick_cycles += t - entry;
-    }
+    if (entry - w->last_tick_tsc >= w->tick_interval_tsc)
+        t = run_due_ticks(w, entry);
 
     for (;;) {
         const uint64_t loop_start = t;
@@ -453,15 +462,8 @@ int dp_worker_poll(struct dp_worker *w, uint64_t budget_us)
         if (moved)
             w->stats.busy_cycles += t - loop_start;
 
-        if (unlikely(t - w->last_tick_tsc >= w->tick_interval_tsc)) {
-            uint64_t t0 = t;
-
-            w->last_tick_tsc = t;
-            run_ticks(w);
-            flush_dirty(w);
-            t = rte_rdtsc(); /* the next loop's busy time starts after them */
-            w->stats.tick_cycles += t - t0;
-        }
+        if (unlikely(t - w->last_tick_tsc >= w->tick_interval_tsc))
+            t = run_due_ticks(w, t); /* the next loop's busy time starts after them */
         if (unlikely(__atomic_load_n(&dp_stop_flag, __ATOMIC_RELAXED))) {
             reason |= DP_POLL_STOP;
             break;
