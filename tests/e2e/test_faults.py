@@ -12,11 +12,13 @@ import json
 import os
 import pwd
 import re
+import shutil
 import signal
 import site
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -528,8 +530,19 @@ def _owned_by(uid: int, roots: list[Path]) -> list[str]:
     return found
 
 
+@pytest.fixture
+def reachable_dir():
+    """A directory under /tmp every user can reach. Not pytest's: its base
+    temp is 0700, and any pytest session started meanwhile makes its root
+    0700 again, under a running test."""
+    d = Path(tempfile.mkdtemp(prefix="dp-nonroot-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching to an unprivileged user needs root")
-def test_runs_as_unprivileged_user_with_files_only_in_its_runtime_dir(tmp_path_factory):
+def test_runs_as_unprivileged_user_with_files_only_in_its_runtime_dir(reachable_dir):
     """`dataplane run` as `nobody` on virtual devices (pcap in, netflow,
     export, control socket): it forwards and exports, its control socket is
     under $XDG_RUNTIME_DIR (0600, its own), DPDK's runtime files went to
@@ -543,12 +556,7 @@ def test_runs_as_unprivileged_user_with_files_only_in_its_runtime_dir(tmp_path_f
     except KeyError:
         pytest.skip("no user 'nobody' on this host")
     uid, gid = pw.pw_uid, pw.pw_gid
-    base = tmp_path_factory.mktemp("nonroot", numbered=True)
-    os.chmod(base, 0o755)
-    for parent in base.parents:  # pytest's base temp is 0700: let the user through
-        if parent == Path("/tmp") or parent == Path("/"):
-            break
-        os.chmod(parent, os.stat(parent).st_mode | 0o111)
+    base = reachable_dir
     xdg = base / "xdg"
     xdg.mkdir(mode=0o700)
     os.chown(xdg, uid, gid)
