@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -28,40 +26,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from common import load_alt_native, pcap_to_null_toml, unique_prefix  # noqa: E402
+from netflow import Sink  # noqa: E402
 from netflow_peers import DATA_ROOM, MBUFS, make_pcap  # noqa: E402
 
 RESULT_MARK = "NETFLOW_EXPIRY_RESULT "
 T0_NS = 1_000_000_000_000
 INACTIVE_S = 15
-
-
-class Sink:
-    """A UDP socket that reads and discards the export (so the loopback
-    send path stays as it is with a live collector)."""
-
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 64 << 20)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.datagrams = 0
-        self._stop = False
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self) -> None:
-        while not self._stop:
-            try:
-                self.sock.recv(65535)
-                self.datagrams += 1
-            except socket.timeout:
-                pass
-
-    def close(self) -> None:
-        self._stop = True
-        self._t.join()
-        self.sock.close()
 
 
 def run(args) -> dict:
@@ -76,7 +46,7 @@ def run(args) -> dict:
     ring = 1 << max(6, (args.flows - 1).bit_length())
     memory_mb = max(2048, -(-(max_flows * 256 + ring * 96 + (700 << 20)) // (1 << 30)) * 1024)
     prefix = unique_prefix("nfexpiry")
-    sink = Sink()
+    sink = Sink()  # reads and drops the export, as a live collector would take it
     text = pcap_to_null_toml(prefix, memory_mb, MBUFS, DATA_ROOM, pcap, forever=False) + f"""
 [[pipeline]]
 stage = "netflow"

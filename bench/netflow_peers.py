@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from common import DPDK_RUN, MAIN_CPU, WORKER_CPU, last_json, pcap_to_null_toml, unique_prefix  # noqa: E402
+from netflow import wait_rusage  # noqa: E402
 from tests import collectors  # noqa: E402
 
 RESULT_MARK = "NETFLOW_PEERS_RESULT "
@@ -303,22 +304,6 @@ def compare(got: dict, want: dict, examples: int = 3) -> dict:
 
 
 # ---- process helpers ------------------------------------------------------------------
-
-def wait_rusage(proc: subprocess.Popen, timeout: float, on_timeout=None):
-    """wait4 (the child's rusage, including children it reaped)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, ru
-        if time.monotonic() > deadline:
-            proc.kill()
-            pid, status, ru = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            raise RuntimeError(f"{proc.args[:3]} did not finish in {timeout:.0f} s (killed)")
-        time.sleep(0.01)
-
 
 def thread_cpu_s(pid: int) -> dict[int, float]:
     """On-CPU seconds of every thread of `pid` (schedstat, ns)."""
