@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <sys/mman.h>
+#include <time.h>
 
 #include <rte_eal.h>
 #include <rte_malloc.h>
@@ -59,10 +60,20 @@ uint64_t dp_tsc_hz(void)
 
 uint64_t dp_clock_ns(void)
 {
+    uint64_t hz;
+
     if (__atomic_load_n(&clock_manual, __ATOMIC_ACQUIRE))
         return __atomic_load_n(&clock_manual_ns, __ATOMIC_RELAXED);
-    return (uint64_t)((unsigned __int128)rte_rdtsc() * 1000000000u /
-                      dp_tsc_hz());
+    hz = dp_tsc_hz();
+    if (unlikely(hz == 0)) {
+        /* No EAL yet (the exporter or a tool used alone): the TSC rate is
+         * unknown, and dividing by it killed the process with SIGFPE. */
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    }
+    return (uint64_t)((unsigned __int128)rte_rdtsc() * 1000000000u / hz);
 }
 
 void dp_clock_set_manual(uint64_t now_ns)
