@@ -106,7 +106,11 @@ class Exporter:
         if self.fmt != V5:
             self.templates = {v: native.nf_template(self.fmt, v) for v in (4, 6)}
             self._template_set_bytes = self._template_set()
-        self.per_datagram = {v: self._records_that_fit(v) for v in self.rec_size}  # records, by IP version
+        # Records a datagram holds, by IP version: without templates, and with
+        # them (v9/IPFIX: room for the template set is kept only in datagrams
+        # that carry it, every template_refresh_packets-th or so).
+        self.per_datagram = {v: self._records_that_fit(v, False) for v in self.rec_size}
+        self.per_datagram_templated = {v: self._records_that_fit(v, True) for v in self.rec_size}
         self._out = bytearray()  # one pump's datagrams, back to back
 
     # ---- clock -----------------------------------------------------------
@@ -148,11 +152,18 @@ class Exporter:
 
     # ---- output ----------------------------------------------------------
 
-    def _records_that_fit(self, ipver: int) -> int:
+    def _records_that_fit(self, ipver: int, templates: bool) -> int:
         if self.fmt == V5:
             return V5_MAX_RECORDS
-        room = self.cfg.max_datagram - V9_HEADER.size - SET_HEADER.size - len(self._template_set_bytes)
+        room = self.cfg.max_datagram - V9_HEADER.size - SET_HEADER.size
+        if templates:
+            room -= len(self._template_set_bytes)
         return max(1, room // self.rec_size[ipver])
+
+    def _templates_due(self, now: float) -> bool:
+        """Whether the next datagram carries the templates (by time or count)."""
+        return self.fmt != V5 and (now - self._last_template_time >= self.cfg.template_refresh_s
+                                   or self._since_template >= self.cfg.template_refresh_packets)
 
     def _template_set(self) -> bytes:
         """Every template, one set (the same bytes each time they are due)."""
@@ -174,15 +185,17 @@ class Exporter:
         for ipver, pend in self.pending.items():
             if not pend.count:
                 continue
-            per, size = self.per_datagram[ipver], self.rec_size[ipver]
+            size = self.rec_size[ipver]
             body = memoryview(pend.data)
             off = 0
             while pend.count:
+                templates = self._templates_due(now)
+                per = (self.per_datagram_templated if templates else self.per_datagram)[ipver]
                 if pend.count < per and not force and now - pend.since < self.cfg.flush_interval_s:
                     break
                 take = min(per, pend.count)
                 start = len(out)
-                self._frame(out, ipver, take, body[off:off + take * size], now, now_ms)
+                self._frame(out, ipver, take, body[off:off + take * size], now, now_ms, templates)
                 lens.append(len(out) - start)
                 recs.append(take)
                 off += take * size
@@ -195,8 +208,9 @@ class Exporter:
                 c.send_batch(out, lens, recs)
             out.clear()
 
-    def _frame(self, out: bytearray, ipver: int, count: int, body, now: float, now_ms: int) -> None:
-        """Append one datagram (header, templates when due, data set) to out."""
+    def _frame(self, out: bytearray, ipver: int, count: int, body, now: float, now_ms: int,
+               with_templates: bool) -> None:
+        """Append one datagram (header, the templates if with_templates, data set) to out."""
         unix_ms = self._unix_ms(now_ms)
         uptime = (now_ms - self.boot_ms) & 0xFFFFFFFF
         self.datagrams += 1
@@ -209,8 +223,7 @@ class Exporter:
             self.flow_seq += count
             return
         templates = b""
-        if (now - self._last_template_time >= self.cfg.template_refresh_s
-                or self._since_template > self.cfg.template_refresh_packets):
+        if with_templates:
             templates = self._template_set_bytes
             self._last_template_time = now
             self._since_template = 1

@@ -1,0 +1,70 @@
+"""How the exporter fills datagrams: as many records as max_datagram allows,
+room for the templates only in the datagrams that carry them, every record
+sent once and the sequence numbers without a gap. The exporter on its own
+(no EAL, no worker), into a real UDP socket, decoded by tests/nfdecode."""
+import socket
+
+import pytest
+
+from dataplane import native
+from dataplane.config import NetflowExport
+from dataplane.netflow import V5, Exporter
+from tests.nfdecode import SequenceChecker, TemplateCache, decode
+
+RECORDS = 1000
+
+
+def records(n: int):
+    recs = native.flow_records(n)
+    for i in range(n):
+        r = recs[i]
+        r.ipver, r.proto, r.packets, r.bytes = 4, 17, 3, 300
+        r.src[0:4] = bytes([10, 0, i >> 8, i & 255])
+        r.dst[0:4] = bytes([10, 1, 0, 1])
+        r.first_ms, r.last_ms = 1000, 2000
+    return recs
+
+
+@pytest.fixture
+def receiver():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.settimeout(2)
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("version", [5, 9, 10])
+@pytest.mark.parametrize("max_datagram", [1400, 600])
+def test_datagrams_are_full_and_templates_take_room_only_where_they_travel(receiver, version, max_datagram):
+    refresh = 7
+    cfg = NetflowExport(version=version, max_datagram=max_datagram, template_refresh_packets=refresh,
+                        collectors=[f"127.0.0.1:{receiver.getsockname()[1]}"])
+    exp = Exporter(cfg, boot_ms=0, epoch_offset_ms=0)
+    exp.add(records(RECORDS), RECORDS)
+    exp.pump(force=True)
+    exp.close()
+
+    cache, seq, got = TemplateCache(), SequenceChecker(), []
+    for _ in range(exp.datagrams):
+        data = receiver.recv(65536)
+        dg = decode(data, cache)
+        seq.feed(dg)
+        got.append((len(data), bool(dg.templates_seen), len(dg.records)))
+    assert sum(n for _, _, n in got) == RECORDS
+    assert seq.gaps == []
+    assert all(length <= max_datagram for length, _, _ in got) or version == V5
+
+    per, per_templated = exp.per_datagram[4], exp.per_datagram_templated[4]
+    templated = [i for i, (_, t, _) in enumerate(got) if t]
+    if version == V5:
+        assert templated == [] and per == per_templated == 30
+    else:
+        # templates in the first datagram and then every `refresh` datagrams
+        assert templated == list(range(0, len(got), refresh))
+        rec = exp.rec_size[4]
+        assert per_templated < per
+        for i, (length, t, n) in enumerate(got[:-1]):  # all but the last are full
+            assert n == (per_templated if t else per), (i, t, n)
+            assert length + rec > max_datagram  # one more record would not fit
