@@ -67,6 +67,9 @@ class PortConfig(Strict):
     name: str
     device: str | None = Field(None, description="vdev spec, e.g. net_pcap0,rx_pcap=in.pcap")
     pci: str | None = Field(None, description="PCI address of a vfio-pci bound NIC")
+    pcap_file: str | None = Field(None, description="a pcap file to receive from (the dataplane's own "
+                                                    "reader: receive only, one queue)")
+    pcap_loop: bool = Field(False, description="pcap_file: start over at its end (false: read it once)")
     bundle: bool = Field(False, description="a logical port: the one side of a one2many stage "
                                             "(no device); the router and netflow see it as one port")
     mac: str = Field("", description="bundle only: its MAC ('' = its first link's)")
@@ -103,12 +106,16 @@ class PortConfig(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> "PortConfig":
+        sources = [k for k in ("device", "pci", "pcap_file") if getattr(self, k) is not None]
         if self.bundle:
-            if self.device is not None or self.pci is not None:
-                raise ValueError("a bundle port has no 'device' or 'pci': its links are "
-                                 "the many ports of the one2many stage whose one it is")
-        elif (self.device is None) == (self.pci is None):
-            raise ValueError("set exactly one of 'device' (a vdev spec) or 'pci' (an address)")
+            if sources:
+                raise ValueError("a bundle port has no 'device', 'pci' or 'pcap_file': its links "
+                                 "are the many ports of the one2many stage whose one it is")
+        elif len(sources) != 1:
+            raise ValueError("set exactly one of 'device' (a vdev spec), 'pci' (an address) or "
+                             f"'pcap_file' (a file to read){' (got ' + ', '.join(sources) + ')' if sources else ''}")
+        if self.pcap_loop and self.pcap_file is None:
+            raise ValueError("'pcap_loop' is for pcap_file ports")
         if self.mac and not self.bundle:
             raise ValueError("'mac' is for bundle ports; a device has its own")
         if self.mac and not MAC.match(self.mac):
@@ -116,7 +123,15 @@ class PortConfig(Strict):
         return self
 
     @property
+    def source_key(self) -> str:
+        """The key that says where packets come from (for error messages)."""
+        return next(k for k in ("device", "pci", "pcap_file") if getattr(self, k) is not None)
+
+    @property
     def devargs(self) -> str:
+        if self.pcap_file is not None:
+            # The reader feeds a receive-only net_null (native/pcapfile.c).
+            return f"net_null_file_{self.name},no-rx=1"
         return self.device if self.device is not None else self.pci  # type: ignore[return-value]
 
     @property

@@ -37,6 +37,7 @@ class Port:
     info: native.PortInfo
     nb_rxq: int = 0
     nb_txq: int = 0
+    pcapfile: object = None  # the reader of a pcap_file port
 
     @property
     def name(self) -> str:
@@ -179,8 +180,7 @@ class Dataplane:
             try:
                 pid = native.dev_attach(pc.devargs)
             except native.DataplaneError as e:
-                key = "device" if pc.device else "pci"
-                raise ConfigError(f"ports[{i}].{key}: {e}", e.errno) from None
+                raise ConfigError(f"ports[{i}].{pc.source_key}: {e}", e.errno) from None
             self.ports.append(Port(i, pc, pid, native.port_info(pid)))
         # Bundles take port ids no device has, from the top down.
         free = (pid for pid in range(native.MAX_PORTS - 1, -1, -1)
@@ -217,7 +217,7 @@ class Dataplane:
         worker_sockets = {cpu_socket(c) for c in self.cfg.eal.workers}
         for p in self.ports:
             pc = p.cfg
-            want_rx = pc.rx_queues or n_workers
+            want_rx = 1 if pc.pcap_file else (pc.rx_queues or n_workers)  # a file is one stream
             p.nb_rxq = max(1, min(want_rx, p.info.max_rx_queues))
             p.nb_txq = max(1, min(n_workers, p.info.max_tx_queues))
             if p.info.socket >= 0 and worker_sockets and p.info.socket not in worker_sockets:
@@ -228,6 +228,12 @@ class Dataplane:
                                   rx_desc=pc.rx_desc, tx_desc=pc.tx_desc, mtu=pc.mtu,
                                   promiscuous=pc.promiscuous, rss=pc.rss,
                                   pool=self._pool_for(p.info.socket))
+            if pc.pcap_file is not None:
+                try:
+                    p.pcapfile = native.pcapfile_open(p.port_id, pc.pcap_file, pc.pcap_loop,
+                                                      self._pool_for(p.info.socket))
+                except native.DataplaneError as e:
+                    raise ConfigError(f"ports[{p.index}].pcap_file: {e}", e.errno) from None
 
     def _build_workers(self) -> None:
         for wi, cpu in enumerate(self.cfg.eal.workers):
@@ -393,6 +399,8 @@ class Dataplane:
                 entry["eth"] = native.port_stats(p.port_id)
             except native.DataplaneError:
                 entry["link"], entry["eth"] = {}, {}
+            if p.pcapfile is not None:
+                entry["pcap_file"] = dict(native.pcapfile_stats(p.pcapfile), path=p.cfg.pcap_file)
             snap.ports[p.name] = entry
         for w in self.workers:
             ws = native.worker_stats(w.handle, self.reasons)
@@ -464,6 +472,9 @@ class Dataplane:
             if hasattr(c, "close"):
                 c.close()
         for p in self.ports:
+            if p.pcapfile is not None:  # the workers that ran its callback are gone
+                native.pcapfile_close(p.pcapfile)
+                p.pcapfile = None
             try:
                 native.dev_detach(p.port_id)  # closes the port (flushes tx_pcap files)
             except native.DataplaneError as e:

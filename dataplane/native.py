@@ -3,6 +3,7 @@ every return code through one ``check()``. Nothing here knows about config.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from ._native import ffi, lib
@@ -199,6 +200,29 @@ def port_stats(port_id: int) -> dict[str, int]:
     st = ffi.new("struct dp_port_stats *")
     check(lib.dp_port_stats(port_id, st), f"port {port_id} stats", PortError)
     return {f: getattr(st, f) for f in PORT_STATS_FIELDS}
+
+
+# ---- pcap files ----------------------------------------------------------------
+
+PCAPFILE_STATS_FIELDS = ("packets", "bytes", "passes", "nombuf", "bad_tail", "done")
+
+
+def pcapfile_open(port_id: int, path: str, loop: bool, pool):
+    """Read the pcap file at path into port_id (configured, a no-rx net_null)."""
+    out = ffi.new("struct dp_pcapfile **")
+    check(lib.dp_pcapfile_open(port_id, os.fsencode(path), int(loop), pool, out),
+          f"pcap file {path}", PortError)
+    return out[0]
+
+
+def pcapfile_close(f) -> None:
+    lib.dp_pcapfile_close(f)
+
+
+def pcapfile_stats(f) -> dict[str, int]:
+    st = ffi.new("struct dp_pcapfile_stats *")
+    lib.dp_pcapfile_stats(f, st)
+    return {k: getattr(st, k) for k in PCAPFILE_STATS_FIELDS}
 
 
 # ---- workers -----------------------------------------------------------------

@@ -127,6 +127,26 @@ int dp_port_lsc_raise(uint16_t port_id);
 int dp_port_set_link(uint16_t port_id, int up);
 int dp_port_stats(uint16_t port_id, struct dp_port_stats *out);
 
+/* ---- pcap files: an offline source (native/pcapfile.c) ---------------------- */
+/* A pcap file read into a receive-only port (a net_null with no-rx=1) by an
+ * rx callback on its queue 0; loop: start over at the end. */
+struct dp_pcapfile;
+
+struct dp_pcapfile_stats {
+    uint64_t packets;          /* records read into mbufs */
+    uint64_t bytes;            /* their captured bytes */
+    uint64_t passes;           /* loop: times the file started over */
+    uint64_t nombuf;           /* bursts cut short by an empty pool (nothing lost) */
+    uint32_t bad_tail;         /* the file ended in a cut-off or corrupt record */
+    uint32_t done;             /* read once, to the end */
+};
+
+int dp_pcapfile_open(uint16_t port_id, const char *path, int loop,
+                     struct dp_pool *pool, struct dp_pcapfile **out);
+void dp_pcapfile_close(struct dp_pcapfile *f);
+void dp_pcapfile_stats(const struct dp_pcapfile *f,
+                       struct dp_pcapfile_stats *out);
+
 /* ---- workers -------------------------------------------------------------- */
 struct dp_worker;
 struct dp_stage;
