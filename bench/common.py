@@ -23,12 +23,16 @@ def unique_prefix(tag: str) -> str:
 
 
 def pcap_to_null_toml(prefix: str, memory_mb: int, mbufs: int, data_room: int, pcap: Path,
-                      forever: bool) -> str:
+                      forever: bool, reader: str = "net_pcap") -> str:
     """The head of a benchmark config: one worker on WORKER_CPU (the main
-    thread on MAIN_CPU), no hugepages, and ports `in` (net_pcap reading `pcap`,
-    replayed forever or once) and `out` (a net_null sink). The caller adds
+    thread on MAIN_CPU), no hugepages, and ports `in` (reading `pcap`,
+    replayed forever or once, by DPDK's net_pcap or by reader = "pcap_file",
+    the dataplane's own reader) and `out` (a net_null sink). The caller adds
     its [[pipeline]] tables (and any other table)."""
-    replay = ",infinite_rx=1" if forever else ""
+    if reader == "pcap_file":
+        source = f'pcap_file = "{pcap}"' + ("\npcap_loop = true" if forever else "")
+    else:
+        source = f'device = "net_pcap0,rx_pcap={pcap}{",infinite_rx=1" if forever else ""}"'
     return f"""\
 [eal]
 workers = [{WORKER_CPU}]
@@ -44,7 +48,7 @@ data_room = {data_room}
 
 [[ports]]
 name = "in"
-device = "net_pcap0,rx_pcap={pcap}{replay}"
+{source}
 
 [[ports]]
 name = "out"

@@ -45,8 +45,11 @@ MBUF_BYTES = 64 + 128 + DATA_ROOM
 FLOW_BYTES_BUDGET = 256        # EAL memory planned per max_flows slot
 EAL_SLACK_MB = 512
 MAX_FLOWS = 1 << 24            # flow i has source address 10.0.0.0 + i
-PEERS = ("ours", "softflowd", "pmacctd")
-TITLES = {"ours": "dataplane netflow stage", "softflowd": "softflowd -r", "pmacctd": "pmacctd nfprobe"}
+PEERS = ("ours", "ours-net_pcap", "softflowd", "pmacctd")
+TITLES = {"ours": "dataplane netflow stage, pcap_file reader",
+          "ours-net_pcap": "dataplane netflow stage, DPDK net_pcap (libpcap) reader",
+          "softflowd": "softflowd -r", "pmacctd": "pmacctd nfprobe"}
+READER = {"ours": "pcap_file", "ours-net_pcap": "net_pcap"}
 
 # ---- traffic -----------------------------------------------------------------
 
@@ -362,8 +365,8 @@ enabled = false
 """
 
 
-def run_ours(wd: Path, args, pcap: Path, packets: int, port: int, hz: int) -> dict:
-    """`dataplane run CONFIG --json` (net_pcap read once -> netflow -> net_null),
+def run_ours(wd: Path, args, pcap: Path, packets: int, port: int, hz: int, reader: str) -> dict:
+    """`dataplane run CONFIG --json` (the pcap read once -> netflow -> net_null),
     polled over the control socket until netflow has metered every packet,
     then SIGTERM: the stop exports every cached flow."""
     from dataplane import control
@@ -374,7 +377,7 @@ def run_ours(wd: Path, args, pcap: Path, packets: int, port: int, hz: int) -> di
     prefix = unique_prefix("nfpeers")
     sock = wd / f"{prefix}.sock"
     cfg = wd / f"{prefix}.toml"
-    cfg.write_text(pcap_to_null_toml(prefix, memory_mb, MBUFS, DATA_ROOM, pcap, forever=False)
+    cfg.write_text(pcap_to_null_toml(prefix, memory_mb, MBUFS, DATA_ROOM, pcap, forever=False, reader=reader)
                    + NETFLOW_STAGE.format(max_flows=max_flows, timeout=TIMEOUT_S, port=port,
                                           socket=sock))
     out_path, err_path = wd / f"{prefix}.out", wd / f"{prefix}.err"
@@ -594,8 +597,8 @@ def run_peer(peer: str, wd: Path, args, pcap: Path, packets: int, want: dict, hz
         relay = None if args.direct else Relay(cap)
         port = cap.port if relay is None else relay.port
         try:
-            if peer == "ours":
-                r = run_ours(pd, args, pcap, packets, port, hz)
+            if peer in READER:
+                r = run_ours(pd, args, pcap, packets, port, hz, READER[peer])
             elif peer == "softflowd":
                 r = run_softflowd(pd, args, pcap, packets, port)
             else:
@@ -647,7 +650,7 @@ def main() -> None:
     t_all = time.monotonic()
     pcap, packets, span = make_pcap(args.flows)
     want = expected_flows(args.flows)
-    hz = tsc_hz() if "ours" in peers else 0
+    hz = tsc_hz() if set(READER) & set(peers) else 0
     setup = {
         "pcap": str(pcap), "pcap_bytes": pcap.stat().st_size, "flows": args.flows, "packets": packets,
         "span_s": span, "timeouts_s": TIMEOUT_S, "tsc_hz": hz, "rounds": args.rounds, "peers": peers,
@@ -691,10 +694,12 @@ def report(args, setup: dict, results: dict, errors: dict, flowsets: dict, want:
       f"in 4 interleaved passes (pass j = packet j of every flow that has one, flows in a strided order); "
       f"TCP: SYN then ACK|PSH, no FIN/RST; 1 us apart: {setup['span_s']:.2f} s of capture time; "
       f"every probe's timeouts {TIMEOUT_S} s, cache 2N flows")
-    p(f"ours: python3 -m dataplane run CFG --json: net_pcap rx_pcap=FILE (read once) -> netflow (v9) -> "
+    p(f"ours: python3 -m dataplane run CFG --json: the file read once -> netflow (v9) -> "
       f"net_null; worker on cpu {WORKER_CPU}, main thread on cpu {MAIN_CPU}, --no-huge; polled over the "
       f"control socket until netflow.info packets = {setup['packets']:,}, then SIGTERM (every cached flow "
-      f"is exported at stop)")
+      f"is exported at stop). Two readers: 'ours' a pcap_file port (the dataplane's reader: the file "
+      f"mapped, records copied into mbufs a burst at a time), 'ours-net_pcap' DPDK's net_pcap "
+      f"rx_pcap=FILE (libpcap, a packet at a time)")
     if setup["softflowd_version"]:
         p(f"softflowd {setup['softflowd_version']}: softflowd -r FILE -n 127.0.0.1:PORT -v 9 -d -m 2N -c none "
           f"-t tcp=/udp=/general=/maxlife={TIMEOUT_S} on cpu {WORKER_CPU} (taskset); exits at the end of "
@@ -757,8 +762,8 @@ def report(args, setup: dict, results: dict, errors: dict, flowsets: dict, want:
             continue
         med[peer] = statistics.median(r["pkts_per_cpu_s"] for r in runs)
         for i, r in enumerate(runs):
-            if peer == "ours":
-                p(f"  ours       round {i + 1}: {r['pkts_per_cpu_s'] / 1e6:7.3f} M pkts/CPU-s   "
+            if peer in READER:
+                p(f"  {peer:<10} round {i + 1}: {r['pkts_per_cpu_s'] / 1e6:7.3f} M pkts/CPU-s   "
                   f"worker busy {r['busy_s'] * 1e3:.1f} ms (busy_cycles / TSC: its loops that moved "
                   f"packets, first burst to last; metering alone {r['pkts_per_busy_s'] / 1e6:.3f} M/s) "
                   f"+ export {r['export_cpu_s'] * 1e3:.1f} ms (flush, drain, datagrams, sends: "
@@ -767,7 +772,7 @@ def report(args, setup: dict, results: dict, errors: dict, flowsets: dict, want:
                   f"{r['stop_cpu_s']:.2f}) -> {r['pkts_per_process_cpu_s'] / 1e6:.3f} M/CPU-s; "
                   f"wall {r['wall_s']:.1f} s, peak RSS {r['peak_rss_mib']:.0f} MiB")
                 p(f"                        netflow {r['runtime'].get('netflow', '-')} cycles/pkt, port-rx "
-                  f"(libpcap read) {r['runtime'].get('port-rx', '-')}; flows created "
+                  f"(the reader) {r['runtime'].get('port-rx', '-')}; flows created "
                   f"{r['netflow']['flows_created']:,}, alloc_failed {r['netflow']['alloc_failed']}, expired "
                   f"before the stop {r['info_before_stop']['act_exp'] + r['info_before_stop']['inact_exp']}, "
                   f"scanned {r['info_before_stop']['scanned']}, "
@@ -786,17 +791,17 @@ def report(args, setup: dict, results: dict, errors: dict, flowsets: dict, want:
                   f"sys {r['sys_s']:.2f} = {r['cpu_s']:.2f} CPU-s (wait4 rusage, whole process incl. "
                   f"start and export), wall {r['wall_s']:.1f} s, peak RSS {r['peak_rss_mib']:.0f} MiB{extra}")
     ratios = {}
-    if "ours" in med:
+    for ours in (o for o in READER if o in med):
         for other in ("softflowd", "pmacctd"):
             if other in med and med[other]:
-                ratios[f"ours/{other}"] = med["ours"] / med[other]
-                whole = statistics.median(r["pkts_per_process_cpu_s"] for r in results["ours"])
-                ratios[f"ours/{other} (ours: whole process)"] = whole / med[other]
+                ratios[f"{ours}/{other}"] = med[ours] / med[other]
+                whole = statistics.median(r["pkts_per_process_cpu_s"] for r in results[ours])
+                ratios[f"{ours}/{other} (ours: whole process)"] = whole / med[other]
     p("")
     p("FIGURES (medians):")
     for peer, v in med.items():
         how = ("the worker's busy time, first to last packet metered, plus the exporter's CPU"
-               if peer == "ours"
+               if peer in READER
                else "user+sys of the process (and the children it reaped)")
         p(f"  {peer:<10} {v / 1e6:8.3f} M packets per CPU-second   ({how})")
     for k, v in ratios.items():
