@@ -31,6 +31,7 @@ IPFIX_HEADER = struct.Struct("!HHIII")
 SET_HEADER = struct.Struct("!HH")
 TEMPLATE_IDS = {4: 256, 6: 257}
 DRAIN_BATCH = 1024
+SEND_CHUNK = 64                # datagrams framed and sent per sendmmsg
 
 
 @dataclass
@@ -62,7 +63,7 @@ class Collector:
         sent, errs = native.udp_send_batch(self.sock.fileno(), buf, lens)
         self.datagrams += sent
         if sent == len(lens):
-            self.bytes += len(buf)
+            self.bytes += sum(lens)
             return
         for i, err in enumerate(errs):  # ENOBUFS, EAGAIN, ECONNREFUSED from an earlier send...
             if err:
@@ -91,14 +92,17 @@ class Exporter:
         self.epoch_offset_ms = epoch_offset_ms
         self.collectors = [Collector.open(c) for c in cfg.collectors]
         self.pending = {4: _Pending(), 6: _Pending()}
-        self.flow_seq = 0          # v5: flows; IPFIX: data records
-        self.packet_seq = 0        # v9: datagrams
-        self.datagrams = 0
+        # Sequence numbers, datagram count and template timing live in the C
+        # framer (dp_nf_frame advances them); see the properties below.
+        self._framer = native.ffi.new("struct dp_nf_framer *")
+        self._framer.fmt = self.fmt
+        self._framer.source_id = cfg.source_id
+        self._framer.engine_type, self._framer.engine_id = cfg.engine_type, cfg.engine_id
+        self._framer.refresh_packets = cfg.template_refresh_packets
         self.records = 0
         self.v5_skipped_ipv6 = 0
         self.lost_records = 0
         self._last_template_time = -1e18
-        self._since_template = 0
         self._buf = bytearray(DRAIN_BATCH * 128)
         self._cbuf = native.ffi.from_buffer(self._buf)
         self.rec_size = {v: native.nf_record_size(self.fmt, v) for v in (4, 6)
@@ -111,7 +115,35 @@ class Exporter:
         # that carry it, every template_refresh_packets-th or so).
         self.per_datagram = {v: self._records_that_fit(v, False) for v in self.rec_size}
         self.per_datagram_templated = {v: self._records_that_fit(v, True) for v in self.rec_size}
-        self._out = bytearray()  # one pump's datagrams, back to back
+        self._out = bytearray(SEND_CHUNK * max(cfg.max_datagram, V5_HEADER.size + V5_MAX_RECORDS * 48))
+        self._cout = native.ffi.from_buffer(self._out)
+        self._lens = native.ffi.new("uint32_t[]", SEND_CHUNK)
+        self._recs = native.ffi.new("uint32_t[]", SEND_CHUNK)
+        self._n_dgrams = native.ffi.new("uint32_t *")
+
+    # ---- sequence state (in the framer) ------------------------------------
+
+    @property
+    def flow_seq(self) -> int:
+        """v5: flows; IPFIX: data records (exported or lost)."""
+        return self._framer.flow_seq
+
+    @flow_seq.setter
+    def flow_seq(self, v: int) -> None:
+        self._framer.flow_seq = v
+
+    @property
+    def packet_seq(self) -> int:
+        """v9: datagrams (sent or lost)."""
+        return self._framer.packet_seq
+
+    @packet_seq.setter
+    def packet_seq(self, v: int) -> None:
+        self._framer.packet_seq = v
+
+    @property
+    def datagrams(self) -> int:
+        return self._framer.datagrams
 
     # ---- clock -----------------------------------------------------------
 
@@ -158,12 +190,11 @@ class Exporter:
         room = self.cfg.max_datagram - V9_HEADER.size - SET_HEADER.size
         if templates:
             room -= len(self._template_set_bytes)
-        return max(1, room // self.rec_size[ipver])
-
-    def _templates_due(self, now: float) -> bool:
-        """Whether the next datagram carries the templates (by time or count)."""
-        return self.fmt != V5 and (now - self._last_template_time >= self.cfg.template_refresh_s
-                                   or self._since_template >= self.cfg.template_refresh_packets)
+        rec = self.rec_size[ipver]
+        k = room // rec
+        while k > 1 and -(-k * rec // 4) * 4 > room:  # the data set is padded to 4 bytes
+            k -= 1
+        return max(1, k)
 
     def _template_set(self) -> bytes:
         """Every template, one set (the same bytes each time they are due)."""
@@ -176,72 +207,45 @@ class Exporter:
 
     def pump(self, force: bool = False) -> None:
         """Send every full datagram; partial ones too when old or forced.
-        The datagrams are built back to back in one buffer and sent in one
-        batch per collector (per-datagram Python and system calls were most
-        of the exporter's cost)."""
+        C frames up to SEND_CHUNK datagrams at a time into one buffer
+        (dp_nf_frame), and each collector gets them in one sendmmsg."""
         now = time.monotonic()
         now_ms = self._now_ms()
-        out, lens, recs = self._out, [], []
+        unix_ms = self._unix_ms(now_ms)
+        uptime = (now_ms - self.boot_ms) & 0xFFFFFFFF
+        f = self._framer
+        if self.fmt != V5 and now - self._last_template_time >= self.cfg.template_refresh_s:
+            f.templates_due = 1
+        tmpl = b"" if self.fmt == V5 else self._template_set_bytes
         for ipver, pend in self.pending.items():
             if not pend.count:
                 continue
+            partial_ok = force or now - pend.since >= self.cfg.flush_interval_s
             size = self.rec_size[ipver]
-            body = memoryview(pend.data)
-            off = 0
-            while pend.count:
-                templates = self._templates_due(now)
-                per = (self.per_datagram_templated if templates else self.per_datagram)[ipver]
-                if pend.count < per and not force and now - pend.since < self.cfg.flush_interval_s:
-                    break
-                take = min(per, pend.count)
-                start = len(out)
-                self._frame(out, ipver, take, body[off:off + take * size], now, now_ms, templates)
-                lens.append(len(out) - start)
-                recs.append(take)
-                off += take * size
-                pend.count -= take
+            framed_all = 0
+            with native.ffi.from_buffer(pend.data) as body:
+                while framed_all < pend.count:
+                    f.templates_sent = 0
+                    framed = native.lib.dp_nf_frame(
+                        f, TEMPLATE_IDS[ipver], body + framed_all * size, pend.count - framed_all,
+                        size, self.per_datagram[ipver], self.per_datagram_templated[ipver],
+                        int(partial_ok), tmpl, len(tmpl), len(self.templates) if tmpl else 0,
+                        uptime, unix_ms // 1000, (unix_ms % 1000) * 1_000_000,
+                        self._cout, len(self._out), self._lens, self._recs, SEND_CHUNK, self._n_dgrams)
+                    if f.templates_sent:
+                        self._last_template_time = now
+                    n = self._n_dgrams[0]
+                    if n:
+                        lens, recs = list(self._lens[0:n]), list(self._recs[0:n])
+                        for c in self.collectors:
+                            c.send_batch(self._out, lens, recs)
+                    if framed == 0:
+                        break
+                    framed_all += framed
+            if framed_all:
+                del pend.data[:framed_all * size]
+                pend.count -= framed_all
                 pend.since = now
-            body.release()
-            del pend.data[:off]
-        if lens:
-            for c in self.collectors:
-                c.send_batch(out, lens, recs)
-            out.clear()
-
-    def _frame(self, out: bytearray, ipver: int, count: int, body, now: float, now_ms: int,
-               with_templates: bool) -> None:
-        """Append one datagram (header, the templates if with_templates, data set) to out."""
-        unix_ms = self._unix_ms(now_ms)
-        uptime = (now_ms - self.boot_ms) & 0xFFFFFFFF
-        self.datagrams += 1
-        self._since_template += 1
-        if self.fmt == V5:
-            out += V5_HEADER.pack(5, count, uptime, unix_ms // 1000, (unix_ms % 1000) * 1_000_000,
-                                  self.flow_seq & 0xFFFFFFFF, self.cfg.engine_type,
-                                  self.cfg.engine_id, 0)
-            out += body
-            self.flow_seq += count
-            return
-        templates = b""
-        if with_templates:
-            templates = self._template_set_bytes
-            self._last_template_time = now
-            self._since_template = 1
-        pad = (-len(body)) % 4
-        data_set = SET_HEADER.size + len(body) + pad
-        if self.fmt == V9:
-            out += V9_HEADER.pack(9, count + (len(self.templates) if templates else 0), uptime,
-                                  unix_ms // 1000, self.packet_seq & 0xFFFFFFFF, self.cfg.source_id)
-            self.packet_seq += 1
-        else:
-            out += IPFIX_HEADER.pack(10, IPFIX_HEADER.size + len(templates) + data_set,
-                                     unix_ms // 1000, self.flow_seq & 0xFFFFFFFF, self.cfg.source_id)
-            self.flow_seq += count  # IPFIX counts data records only
-        out += templates
-        out += SET_HEADER.pack(TEMPLATE_IDS[ipver], data_set)
-        out += body
-        if pad:
-            out += bytes(pad)
 
     def close(self) -> None:
         for c in self.collectors:

@@ -378,6 +378,33 @@ int dp_nf_template(int format, int ipver, uint16_t *ids, uint16_t *lens,
 int dp_nf_encode(int format, int ipver, const struct dp_flow_record *r,
                  unsigned n, uint64_t uptime_base_ms, int64_t epoch_offset_ms,
                  uint8_t *buf, size_t cap);
+/* The exporter's datagram state: set up by Python, advanced by dp_nf_frame. */
+struct dp_nf_framer {
+    int32_t fmt;               /* DP_NF_FMT_* */
+    uint32_t source_id;        /* v9 source id / IPFIX observation domain */
+    uint32_t engine_type;      /* v5 */
+    uint32_t engine_id;        /* v5 */
+    uint32_t refresh_packets;  /* templates at least every this many datagrams */
+    uint32_t since_template;   /* datagrams since the last with templates (1: it) */
+    uint32_t templates_due;    /* the caller's clock says so; cleared when sent */
+    uint32_t templates_sent;   /* datagrams that carried them (the caller clears) */
+    uint64_t flow_seq;         /* v5: flows; IPFIX: data records */
+    uint64_t packet_seq;       /* v9: datagrams */
+    uint64_t datagrams;
+};
+/* Frame datagrams around n record bodies of rec_size bytes (one IP version,
+ * data set set_id): a full one holds `per` records, `per_templated` when the
+ * templates (tmpl, n_templates of them) travel in it; what is left makes a
+ * partial one only if partial_ok. Stops at max_dgrams or when out (cap
+ * bytes) is full. Datagram lengths go to lens, record counts to recs, their
+ * number to *n_dgrams. Returns the records framed. */
+int dp_nf_frame(struct dp_nf_framer *f, uint16_t set_id, const uint8_t *body,
+                uint32_t n, uint32_t rec_size, uint32_t per,
+                uint32_t per_templated, int partial_ok, const uint8_t *tmpl,
+                uint32_t tmpl_len, uint32_t n_templates, uint32_t uptime_ms,
+                uint32_t unix_secs, uint32_t unix_nsecs, uint8_t *out,
+                uint32_t cap, uint32_t *lens, uint32_t *recs,
+                uint32_t max_dgrams, uint32_t *n_dgrams);
 /* Send n datagrams, packed back to back in buf (lengths in lens), on a
  * connected non-blocking UDP socket: sendmmsg, never waiting. errs[i] gets 0
  * or the errno datagram i met (it is not retried). Returns how many went. */
