@@ -18,8 +18,9 @@ BAD = sorted((ROOT / "tests" / "data" / "bad_configs").glob("*.toml"))
 
 def test_reference_example_loads():
     cfg = config.load(REFERENCE)
-    assert [p.name for p in cfg.ports] == ["wan", "lan"]
+    assert [p.name for p in cfg.ports] == ["wan", "lan", "replay"]
     assert cfg.ports[0].pci == "0000:01:00.0" and cfg.ports[1].driver == "net_tap"
+    assert cfg.ports[2].pcap_file and cfg.ports[2].pcap_loop is False
 
 
 @pytest.mark.parametrize("section,model", [("eal", config.EalConfig), ("mempool", config.MempoolConfig),
