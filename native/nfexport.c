@@ -32,11 +32,19 @@ struct ie {
     uint16_t len;
 };
 
+/*
+ * Counters and interfaces in 4 and 2 octets, v9's default lengths (RFC 3954
+ * 8) and IPFIX reduced-size encoding (RFC 7011 6.2), and no loss: a flow is
+ * expired before its byte count passes 2^32 - 64 Ki (ng_netflow's rule, for
+ * v5's 32-bit field; packets <= bytes / 20), and an ifIndex is 16 bits
+ * (struct dp_flow_record). 12 octets less a record than 8-byte counters and
+ * 4-byte interfaces: 31 IPv4 v9 records in a 1400-byte datagram, not 25.
+ */
 #define TEMPLATE(addr, mask, start, end, tlen)                                \
     {                                                                         \
         {IE_SRC##addr, sizeof(addr_##addr)}, {IE_DST##addr, sizeof(addr_##addr)}, \
-        {IE_NEXTHOP##addr, sizeof(addr_##addr)}, {IE_IN_IF, 4}, {IE_OUT_IF, 4}, \
-        {IE_PACKETS, 8}, {IE_OCTETS, 8}, {start, tlen}, {end, tlen},          \
+        {IE_NEXTHOP##addr, sizeof(addr_##addr)}, {IE_IN_IF, 2}, {IE_OUT_IF, 2}, \
+        {IE_PACKETS, 4}, {IE_OCTETS, 4}, {start, tlen}, {end, tlen},          \
         {IE_SPORT, 2}, {IE_DPORT, 2}, {IE_TCP_FLAGS, 1}, {IE_PROTO, 1},       \
         {IE_TOS, 1}, {IE_SRC##mask, 1}, {IE_DST##mask, 1},                    \
         {IE_END_REASON, 1},                                                   \
@@ -155,10 +163,10 @@ static uint8_t *encode_template(uint8_t *p, const struct dp_flow_record *r,
     p = put_raw(p, r->src, alen);
     p = put_raw(p, r->dst, alen);
     p = put_raw(p, r->nexthop, alen);
-    p = put32(p, r->in_ifx);
-    p = put32(p, r->out_ifx);
-    p = put64(p, r->packets);
-    p = put64(p, r->bytes);
+    p = put16(p, r->in_ifx);
+    p = put16(p, r->out_ifx);
+    p = put32(p, (uint32_t)r->packets);  /* < 2^32: see TEMPLATE */
+    p = put32(p, (uint32_t)r->bytes);
     if (ipfix) {
         p = put64(p, (uint64_t)((int64_t)r->first_ms + epoch));
         p = put64(p, (uint64_t)((int64_t)r->last_ms + epoch));
