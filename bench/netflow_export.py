@@ -27,24 +27,14 @@ from dataplane import native  # noqa: E402
 from dataplane.config import NetflowExport  # noqa: E402
 from dataplane.netflow import Exporter  # noqa: E402
 from tests.collectors import Nfcapd  # noqa: E402  (the nfcapd harness the tests use)
+from tests.helpers import flow_records  # noqa: E402  (expired-flow records, as a worker makes them)
 
 BATCH = 1024
 CLOCK_MS = 5_000_000_000
 
 
-def synthetic_records(n: int):
-    recs = native.flow_records(n)
-    for i in range(n):
-        r = recs[i]
-        r.ipver, r.proto, r.packets, r.bytes = 4, 6, 10, 1000
-        r.src[0:4] = bytes([10, 0, (i >> 8) & 255, i & 255])
-        r.dst[0:4] = bytes([10, 1, 0, 1])
-        r.first_ms, r.last_ms = CLOCK_MS - 100, CLOCK_MS
-    return recs
-
-
 def run(version: int, total: int, rate: float, workdir: Path) -> dict:
-    recs = synthetic_records(BATCH)
+    recs = flow_records(BATCH, CLOCK_MS - 100, CLOCK_MS)
     batches = total // BATCH
     with Nfcapd(workdir / f"v{version}-{int(rate)}") as cap:
         exp = Exporter(NetflowExport(version=version, collectors=[f"127.0.0.1:{cap.port}"]),

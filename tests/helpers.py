@@ -65,6 +65,22 @@ def running(cfg: config.Config, before_start=None):
         eal.close()
 
 
+def flow_records(n: int, first_ms: int, last_ms: int, proto: int = 6, packets: int = 10,
+                 octets: int = 1000):
+    """n expired IPv4 flows as a worker hands them to the exporter (a cffi
+    array of struct dp_flow_record): source 10.0.x.y by index, one destination."""
+    from dataplane import native
+
+    recs = native.flow_records(n)
+    for i in range(n):
+        r = recs[i]
+        r.ipver, r.proto, r.packets, r.bytes = 4, proto, packets, octets
+        r.src[0:4] = bytes([10, 0, (i >> 8) & 255, i & 255])
+        r.dst[0:4] = bytes([10, 1, 0, 1])
+        r.first_ms, r.last_ms = first_ms, last_ms
+    return recs
+
+
 def wait_for(pred, timeout: float = 10.0, interval: float = 0.005) -> bool:
     """Poll pred() until it holds or `timeout` s pass (a hang guard: tests
     wait for counters, never for time); its last value."""

@@ -6,23 +6,12 @@ import socket
 
 import pytest
 
-from dataplane import native
 from dataplane.config import NetflowExport
 from dataplane.netflow import V5, Exporter
+from tests.helpers import flow_records
 from tests.nfdecode import SequenceChecker, TemplateCache, decode
 
 RECORDS = 1000
-
-
-def records(n: int):
-    recs = native.flow_records(n)
-    for i in range(n):
-        r = recs[i]
-        r.ipver, r.proto, r.packets, r.bytes = 4, 17, 3, 300
-        r.src[0:4] = bytes([10, 0, i >> 8, i & 255])
-        r.dst[0:4] = bytes([10, 1, 0, 1])
-        r.first_ms, r.last_ms = 1000, 2000
-    return recs
 
 
 @pytest.fixture
@@ -42,7 +31,7 @@ def test_datagrams_are_full_and_templates_take_room_only_where_they_travel(recei
     cfg = NetflowExport(version=version, max_datagram=max_datagram, template_refresh_packets=refresh,
                         collectors=[f"127.0.0.1:{receiver.getsockname()[1]}"])
     exp = Exporter(cfg, boot_ms=0, epoch_offset_ms=0)
-    exp.add(records(RECORDS), RECORDS)
+    exp.add(flow_records(RECORDS, 1000, 2000, proto=17, packets=3, octets=300), RECORDS)
     exp.pump(force=True)
     exp.close()
 
