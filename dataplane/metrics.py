@@ -92,6 +92,26 @@ class SnapshotCollector(Collector):
             speed.add_metric([name], p.get("link", {}).get("speed_mbps", 0))
         yield up
         yield speed
+        yield from self._pcap_files(snap)
+
+    def _pcap_files(self, snap):
+        """pcap_file ports: how far their reader is (native/pcapfile.c)."""
+        files = {name: p["pcap_file"] for name, p in snap.ports.items() if "pcap_file" in p}
+        fams = [(counter("port_file_records", "Records a pcap_file port read from its file", ["port"]),
+                 "packets"),
+                (counter("port_file_bytes", "Captured bytes a pcap_file port read", ["port"]), "bytes"),
+                (counter("port_file_passes", "Times a looping pcap_file port started over", ["port"]),
+                 "passes"),
+                (counter("port_file_nombuf", "Reads a pcap_file port cut short for want of mbufs "
+                                             "(retried, nothing lost)", ["port"]), "nombuf"),
+                (gauge("port_file_done", "1 once a pcap_file port read its file to the end", ["port"]),
+                 "done"),
+                (gauge("port_file_bad_tail", "1 if the file ended in a cut-off or corrupt record",
+                       ["port"]), "bad_tail")]
+        for m, key in fams:
+            for name, st in files.items():
+                m.add_metric([name], st[key])
+            yield m
 
     def _workers(self, snap):
         for key in WORKER_COUNTERS:

@@ -110,6 +110,17 @@ def build() -> dict:
     b.panel("Link", [(f"dataplane_port_link_up{{{P}}}", "{{port}} up"),
                      (f"dataplane_port_link_speed_mbps{{{P}}}", "{{port}} Mbit/s")],
             "none", kind="stat")
+    b.panel("pcap_file ports: records read/s", [
+        (rate("dataplane_port_file_records_total", P, "port"), "{{port}} records"),
+        (rate("dataplane_port_file_passes_total", P, "port"), "{{port}} passes (loop)"),
+        (rate("dataplane_port_file_nombuf_total", P, "port"), "{{port}} reads short of mbufs")],
+            "pps", w=8, desc="Ports reading a pcap file (pcap_file): records copied into mbufs, "
+                             "times a looping file started over, reads the pool cut short.")
+    b.panel("pcap_file ports: bits/s read",
+            [(rate("dataplane_port_file_bytes_total", P, "port", " * 8"), "{{port}}")], "bps", w=8)
+    b.panel("pcap_file ports: file", [(f"dataplane_port_file_done{{{P}}}", "{{port}} read to the end"),
+                                      (f"dataplane_port_file_bad_tail{{{P}}}", "{{port}} cut-off end")],
+            "none", w=8, kind="stat")
 
     b.row("Workers")
     b.panel("Worker packets/s", [

@@ -668,7 +668,10 @@ def engine_like_snapshot():
     fam.update(flows=2, punts={"resolve": 1, "local": 0})
     r = {"pipeline_index": 2, "ipv6": dict(fam), "ipv4": dict(fam), "generation": 4,
          "slowpath": {"ndp_answered": 1, "icmp_sent": 0}}
-    return Snapshot(time=0.0, ports={"lan": {"eth": eth, "link": {"up": True, "speed_mbps": 10000}},
+    pcap_file = {"packets": 1, "bytes": 1, "passes": 1, "nombuf": 1, "bad_tail": 0, "done": 1,
+                 "path": "x.pcap"}
+    return Snapshot(time=0.0, ports={"lan": {"eth": eth, "link": {"up": True, "speed_mbps": 10000},
+                                             "pcap_file": pcap_file},
                                      "wan0": {"eth": eth, "link": {"up": False, "speed_mbps": 0}}},
                     workers=[w], stages=[{"worker": 0, "kind": "netflow", "index": 0, "calls": 2,
                                           "packets": 64, "cycles": 640, "sampled_packets": 8}],
