@@ -492,13 +492,19 @@ def nf_encode(fmt: int, ipver: int, records, n: int, uptime_base_ms: int,
     return count * size
 
 
-def udp_send_batch(fd: int, buf: bytearray, lens: list[int]) -> tuple[int, list[int]]:
+def udp_send_batch(fd: int, buf: bytearray, lens: list[int], gso) -> tuple[int, list[int]]:
     """Send len(lens) datagrams packed back to back in buf on a connected
-    non-blocking UDP socket: (how many went, errno per datagram, 0 if sent)."""
+    non-blocking UDP socket: (how many went, errno per datagram, 0 if sent).
+    gso: an int * (udp_gso_flag()), 1 while UDP GSO is to be tried."""
     n = len(lens)
     errs = ffi.new("int[]", n)
-    sent = lib.dp_udp_send_batch(fd, ffi.from_buffer(buf), ffi.new("uint32_t[]", lens), n, errs)
+    sent = lib.dp_udp_send_batch(fd, ffi.from_buffer(buf), ffi.new("uint32_t[]", lens), n, errs, gso)
     return sent, (list(errs) if sent != n else [])
+
+
+def udp_gso_flag():
+    """A collector's 'try UDP GSO' flag for udp_send_batch (the C side clears it)."""
+    return ffi.new("int *", 1)
 
 
 def record_dict(r) -> dict:

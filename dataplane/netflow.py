@@ -45,6 +45,12 @@ class Collector:
     errors: int = 0
     error_records: int = 0     # flow records in the datagrams whose send failed
     last_error: str = ""
+    _gso: object = field(default_factory=native.udp_gso_flag, repr=False)
+
+    @property
+    def gso(self) -> bool:
+        """Whether runs of datagrams still go as UDP GSO sends (the kernel took them)."""
+        return bool(self._gso[0])
 
     @classmethod
     def open(cls, spec: str) -> "Collector":
@@ -60,7 +66,7 @@ class Collector:
     def send_batch(self, buf: bytearray, lens: list[int], records: list[int]) -> None:
         """Send the datagrams packed in buf (lengths in lens, flow records in
         each in records); a datagram that fails is counted, never retried."""
-        sent, errs = native.udp_send_batch(self.sock.fileno(), buf, lens)
+        sent, errs = native.udp_send_batch(self.sock.fileno(), buf, lens, self._gso)
         self.datagrams += sent
         if sent == len(lens):
             self.bytes += sum(lens)
@@ -257,7 +263,8 @@ class Exporter:
                 "pending": sum(p.count for p in self.pending.values()),
                 "collectors": [{"collector": f"{c.host}:{c.port}", "datagrams": c.datagrams,
                                 "bytes": c.bytes, "errors": c.errors,
-                                "error_records": c.error_records, "last_error": c.last_error}
+                                "error_records": c.error_records, "last_error": c.last_error,
+                                "udp_gso": c.gso}
                                for c in self.collectors]}
 
 

@@ -9,6 +9,7 @@
 #endif
 #include <errno.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -298,42 +299,97 @@ int dp_nf_frame(struct dp_nf_framer *f, uint16_t set_id, const uint8_t *body,
 }
 
 /* ---- sending ----------------------------------------------------------------
- * One system call for many datagrams: at 1M records/s the exporter sends
- * ~45k datagrams a second, and a send() each was most of its CPU time. */
+ * One system call for many datagrams, and where the kernel takes it one send
+ * for many datagrams too: a run of equal-length datagrams (the last may be
+ * shorter) goes as one UDP GSO send (UDP_SEGMENT, Linux 4.18), split into
+ * datagrams after the stack, not before it. On loopback into a socket that
+ * reads them one by one: 0.9 us a datagram against 4.6 us for a send each.
+ * What the receiver gets is the same datagrams. Where the kernel or the
+ * route refuses GSO (no checksum offload, a datagram over the path MTU, an
+ * old kernel) the batch goes again without it, and *gso stays 0. */
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
 #define SEND_CHUNK 64
+#define GSO_MAX_SEGS 64        /* UDP_MAX_SEGMENTS before Linux 6.3 */
+#define GSO_MAX_BYTES 60000    /* under 64 KiB of UDP payload, IPv4 or IPv6 */
+
+static int gso_refused(int err)
+{
+    return err == EINVAL || err == EIO || err == EOPNOTSUPP ||
+           err == ENOPROTOOPT || err == EMSGSIZE;
+}
 
 int dp_udp_send_batch(int fd, const uint8_t *buf, const uint32_t *lens,
-                      unsigned n, int *errs)
+                      unsigned n, int *errs, int *gso)
 {
     struct mmsghdr msgs[SEND_CHUNK];
     struct iovec iov[SEND_CHUNK];
+    union {
+        char buf[CMSG_SPACE(sizeof(uint16_t))];
+        struct cmsghdr align;
+    } ctl[SEND_CHUNK];
+    unsigned count[SEND_CHUNK];  /* datagrams in message k */
     const uint8_t *p = buf;
     unsigned i = 0, sent = 0;
 
     while (i < n) {
-        unsigned k = RTE_MIN(n - i, (unsigned)SEND_CHUNK), j;
+        unsigned k = 0, j = i, m;
         const uint8_t *q = p;
         int r;
 
-        memset(msgs, 0, sizeof(msgs[0]) * k);
-        for (j = 0; j < k; j++) {
-            iov[j].iov_base = (void *)(uintptr_t)q;
-            iov[j].iov_len = lens[i + j];
-            msgs[j].msg_hdr.msg_iov = &iov[j];
-            msgs[j].msg_hdr.msg_iovlen = 1;
-            q += lens[i + j];
+        /* Messages from datagram i on: a GSO run each, or one datagram. */
+        memset(msgs, 0, sizeof(msgs));
+        while (k < SEND_CHUNK && j < n) {
+            unsigned g = 1;
+            size_t total = lens[j];
+
+            while (*gso && j + g < n && g < GSO_MAX_SEGS &&
+                   lens[j + g] <= lens[j] && total + lens[j + g] <= GSO_MAX_BYTES) {
+                total += lens[j + g];
+                if (lens[j + g++] < lens[j])
+                    break;          /* only the last segment may be shorter */
+            }
+            iov[k].iov_base = (void *)(uintptr_t)q;
+            iov[k].iov_len = total;
+            msgs[k].msg_hdr.msg_iov = &iov[k];
+            msgs[k].msg_hdr.msg_iovlen = 1;
+            if (g > 1) {
+                struct cmsghdr *c = &ctl[k].align;
+                uint16_t seg = (uint16_t)lens[j];
+
+                msgs[k].msg_hdr.msg_control = ctl[k].buf;
+                msgs[k].msg_hdr.msg_controllen = sizeof(ctl[k].buf);
+                c->cmsg_level = IPPROTO_UDP;  /* SOL_UDP */
+                c->cmsg_type = UDP_SEGMENT;
+                c->cmsg_len = CMSG_LEN(sizeof(seg));
+                memcpy(CMSG_DATA(c), &seg, sizeof(seg));
+            }
+            count[k++] = g;
+            q += total;
+            j += g;
         }
         r = sendmmsg(fd, msgs, k, MSG_DONTWAIT);
-        if (r <= 0) {           /* datagram i failed: count it, go on after it */
-            errs[i] = r < 0 ? errno : EAGAIN;
-            p += lens[i++];
+        if (r <= 0) {
+            int err = r < 0 ? errno : EAGAIN;
+
+            if (count[0] > 1 && gso_refused(err)) {
+                *gso = 0;           /* not sent: again, a datagram a message */
+                continue;
+            }
+            r = 1;                  /* message 0 failed: count it, go on after it */
+            for (m = 0; m < count[0]; m++) {
+                errs[i] = err;
+                p += lens[i++];
+            }
             continue;
         }
-        for (j = 0; j < (unsigned)r; j++) {
-            errs[i] = 0;
-            p += lens[i++];
-        }
-        sent += r;
+        for (j = 0; j < (unsigned)r; j++)
+            for (m = 0; m < count[j]; m++) {
+                errs[i] = 0;
+                p += lens[i++];
+                sent++;
+            }
     }
     return (int)sent;
 }

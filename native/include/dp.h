@@ -406,10 +406,12 @@ int dp_nf_frame(struct dp_nf_framer *f, uint16_t set_id, const uint8_t *body,
                 uint32_t cap, uint32_t *lens, uint32_t *recs,
                 uint32_t max_dgrams, uint32_t *n_dgrams);
 /* Send n datagrams, packed back to back in buf (lengths in lens), on a
- * connected non-blocking UDP socket: sendmmsg, never waiting. errs[i] gets 0
- * or the errno datagram i met (it is not retried). Returns how many went. */
+ * connected non-blocking UDP socket: sendmmsg, never waiting; with *gso set,
+ * runs of equal-length datagrams as UDP GSO sends (*gso drops to 0 for good
+ * where refused). errs[i] gets 0 or the errno datagram i met (it is not
+ * retried). Returns how many went. */
 int dp_udp_send_batch(int fd, const uint8_t *buf, const uint32_t *lens,
-                      unsigned n, int *errs);
+                      unsigned n, int *errs, int *gso);
 
 /* ---- stage: one2many (FreeBSD ng_one2many) -------------------------------- */
 #define DP_O2M_MAX_LINKS 64

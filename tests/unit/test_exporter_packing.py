@@ -12,6 +12,7 @@ from tests.helpers import flow_records
 from tests.nfdecode import SequenceChecker, TemplateCache, decode
 
 RECORDS = 1000
+SO_NO_CHECK = 11  # no UDP checksums on send: the kernel then refuses UDP GSO (EIO)
 
 
 @pytest.fixture
@@ -25,15 +26,21 @@ def receiver():
 
 
 @pytest.mark.parametrize("version", [5, 9, 10])
-@pytest.mark.parametrize("max_datagram", [1400, 600])
-def test_datagrams_are_full_and_templates_take_room_only_where_they_travel(receiver, version, max_datagram):
+@pytest.mark.parametrize("max_datagram, gso", [(1400, True), (600, True), (1400, False)])
+def test_datagrams_are_full_and_templates_take_room_only_where_they_travel(receiver, version,
+                                                                           max_datagram, gso):
+    """gso: runs of equal datagrams go as UDP GSO sends; False: the kernel
+    refuses them (SO_NO_CHECK does) and the same datagrams go one by one."""
     refresh = 7
     cfg = NetflowExport(version=version, max_datagram=max_datagram, template_refresh_packets=refresh,
                         collectors=[f"127.0.0.1:{receiver.getsockname()[1]}"])
     exp = Exporter(cfg, boot_ms=0, epoch_offset_ms=0)
+    if not gso:
+        exp.collectors[0].sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
     exp.add(flow_records(RECORDS, 1000, 2000, proto=17, packets=3, octets=300), RECORDS)
     exp.pump(force=True)
     exp.close()
+    assert exp.collectors[0].gso is gso and exp.collectors[0].errors == 0
 
     cache, seq, got = TemplateCache(), SequenceChecker(), []
     for _ in range(exp.datagrams):
