@@ -36,12 +36,18 @@
 #define PCAP_FILE_HDR    24
 #define PCAP_REC_HDR     16
 #define PCAP_MAX_CAPLEN  (256u * 1024) /* beyond this a record is corrupt */
+#define POPULATE_CHUNK   (2u << 20)     /* page tables filled ahead of the reader */
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
 
 struct dp_pcapfile {
     const uint8_t *map;
     size_t size;                 /* of the mapping */
     size_t end;                  /* of the records read (before a bad tail) */
     size_t off;                  /* next record */
+    size_t mapped;               /* page tables filled up to here */
+    int populate;                /* MADV_POPULATE_READ works here */
     int swap;                    /* the file was written on the other endianness */
     int loop;
     uint16_t port;
@@ -99,6 +105,25 @@ static int fill_mbuf(struct dp_pcapfile *f, struct rte_mbuf *m,
     }
 }
 
+/*
+ * The mapping's page tables, a chunk ahead of the reader: one madvise per
+ * 2 MiB instead of a page fault per 64 KiB (fault-around). The work stays on
+ * the worker, where the reading is; it is just done in bigger pieces.
+ */
+static inline void map_ahead(struct dp_pcapfile *f)
+{
+    size_t want = f->off + PCAP_MAX_CAPLEN + PCAP_REC_HDR;
+
+    while (f->populate && f->mapped < f->size && f->mapped < want) {
+        size_t len = RTE_MIN((size_t)POPULATE_CHUNK, f->size - f->mapped);
+
+        if (madvise((void *)(uintptr_t)(f->map + f->mapped), len,
+                    MADV_POPULATE_READ) != 0)
+            f->populate = 0;  /* before Linux 5.14: page faults do it */
+        f->mapped += len;
+    }
+}
+
 static uint16_t pcapfile_rx(uint16_t port, uint16_t queue,
                             struct rte_mbuf **pkts, uint16_t nb_pkts,
                             uint16_t max_pkts, void *arg)
@@ -118,6 +143,8 @@ static uint16_t pcapfile_rx(uint16_t port, uint16_t queue,
         f->off = PCAP_FILE_HDR;
         f->st.passes++;
     }
+    if (unlikely(f->off + PCAP_MAX_CAPLEN > f->mapped))
+        map_ahead(f);
     if (rte_pktmbuf_alloc_bulk(f->mp, &pkts[nb_pkts], want) != 0) {
         f->st.nombuf++;
         return nb_pkts;
@@ -226,6 +253,7 @@ int dp_pcapfile_open(uint16_t port_id, const char *path, int loop,
     madvise((void *)(uintptr_t)f->map, f->size, MADV_SEQUENTIAL);
     f->off = PCAP_FILE_HDR;
     f->end = f->size;
+    f->populate = 1;
     f->loop = loop != 0;
     f->port = port_id;
     f->mp = dp_pool_mempool(pool);
