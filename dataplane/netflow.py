@@ -30,7 +30,7 @@ V9_HEADER = struct.Struct("!HHIIII")
 IPFIX_HEADER = struct.Struct("!HHIII")
 SET_HEADER = struct.Struct("!HH")
 TEMPLATE_IDS = {4: 256, 6: 257}
-DRAIN_BATCH = 1024
+DRAIN_BATCH = 4096
 SEND_CHUNK = 64                # datagrams framed and sent per sendmmsg
 
 
