@@ -3,7 +3,7 @@
 
 Two measurements per format:
   capacity  synthetic expired-flow records fed to the exporter as fast as it
-            takes them: C encodes the record bodies, Python builds datagrams
+            takes them: C encodes the record bodies and frames the datagrams
             (headers, templates, sequence numbers) and sends them. Records/s
             sent, and what nfcapd received (it drops what it cannot keep up with:
             its own loss shows as nfdump sequence failures).

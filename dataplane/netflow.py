@@ -25,9 +25,8 @@ log = logging.getLogger(__name__)
 
 V5, V9, IPFIX = native.lib.DP_NF_FMT_V5, native.lib.DP_NF_FMT_V9, native.lib.DP_NF_FMT_IPFIX
 V5_MAX_RECORDS = 30           # ng_netflow's NETFLOW_V5_MAX_RECORDS
-V5_HEADER = struct.Struct("!HHIIIIBBH")
-V9_HEADER = struct.Struct("!HHIIII")
-IPFIX_HEADER = struct.Struct("!HHIII")
+# Header sizes: native/nfexport.c (dp_nf_frame) writes the headers.
+V5_HEADER_BYTES, V9_HEADER_BYTES = 24, 20
 SET_HEADER = struct.Struct("!HH")
 TEMPLATE_IDS = {4: 256, 6: 257}
 DRAIN_BATCH = 4096
@@ -105,7 +104,6 @@ class Exporter:
         self._framer.source_id = cfg.source_id
         self._framer.engine_type, self._framer.engine_id = cfg.engine_type, cfg.engine_id
         self._framer.refresh_packets = cfg.template_refresh_packets
-        self.records = 0
         self.v5_skipped_ipv6 = 0
         self.lost_records = 0
         self._last_template_time = -1e18
@@ -121,7 +119,7 @@ class Exporter:
         # that carry it, every template_refresh_packets-th or so).
         self.per_datagram = {v: self._records_that_fit(v, False) for v in self.rec_size}
         self.per_datagram_templated = {v: self._records_that_fit(v, True) for v in self.rec_size}
-        self._out = bytearray(SEND_CHUNK * max(cfg.max_datagram, V5_HEADER.size + V5_MAX_RECORDS * 48))
+        self._out = bytearray(SEND_CHUNK * max(cfg.max_datagram, V5_HEADER_BYTES + V5_MAX_RECORDS * 48))
         self._cout = native.ffi.from_buffer(self._out)
         self._lens = native.ffi.new("uint32_t[]", SEND_CHUNK)
         self._recs = native.ffi.new("uint32_t[]", SEND_CHUNK)
@@ -193,7 +191,7 @@ class Exporter:
     def _records_that_fit(self, ipver: int, templates: bool) -> int:
         if self.fmt == V5:
             return V5_MAX_RECORDS
-        room = self.cfg.max_datagram - V9_HEADER.size - SET_HEADER.size
+        room = self.cfg.max_datagram - V9_HEADER_BYTES - SET_HEADER.size
         if templates:
             room -= len(self._template_set_bytes)
         rec = self.rec_size[ipver]
