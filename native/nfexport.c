@@ -39,7 +39,7 @@ struct ie {
  * expired before its byte count passes 2^32 - 64 Ki (ng_netflow's rule, for
  * v5's 32-bit field; packets <= bytes / 20), and an ifIndex is 16 bits
  * (struct dp_flow_record). 12 octets less a record than 8-byte counters and
- * 4-byte interfaces: 31 IPv4 v9 records in a 1400-byte datagram, not 25.
+ * 4-byte interfaces: 32 IPv4 v9 records in a 1400-byte datagram, not 25.
  */
 #define TEMPLATE(addr, mask, start, end, tlen)                                \
     {                                                                         \
@@ -377,8 +377,7 @@ int dp_udp_send_batch(int fd, const uint8_t *buf, const uint32_t *lens,
                 *gso = 0;           /* not sent: again, a datagram a message */
                 continue;
             }
-            r = 1;                  /* message 0 failed: count it, go on after it */
-            for (m = 0; m < count[0]; m++) {
+            for (m = 0; m < count[0]; m++) { /* message 0 failed: count it, go on */
                 errs[i] = err;
                 p += lens[i++];
             }
