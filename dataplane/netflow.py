@@ -107,8 +107,6 @@ class Exporter:
         self.v5_skipped_ipv6 = 0
         self.lost_records = 0
         self._last_template_time = -1e18
-        self._buf = bytearray(DRAIN_BATCH * 128)
-        self._cbuf = native.ffi.from_buffer(self._buf)
         self.rec_size = {v: native.nf_record_size(self.fmt, v) for v in (4, 6)
                          if self.fmt != V5 or v == 4}
         if self.fmt != V5:
@@ -160,23 +158,31 @@ class Exporter:
     # ---- intake ----------------------------------------------------------
 
     def add(self, records, n: int) -> None:
-        """Encode records[0:n] and queue their bodies."""
+        """Encode records[0:n] straight onto the end of their IP version's
+        queue (room for all that are left, trimmed to what was written)."""
         now = time.monotonic()
-        encoded = 0
+        left = n
         for ipver, pend in self.pending.items():
-            if ipver not in self.rec_size:
+            if ipver not in self.rec_size or not left:
                 continue
-            size = native.nf_encode(self.fmt, ipver, records, n, self.boot_ms,
-                                    self.epoch_offset_ms, self._cbuf)
+            start = len(pend.data)
+            pend.data += bytes(left * self.rec_size[ipver])
+            room = memoryview(pend.data)[start:]
+            try:
+                with native.ffi.from_buffer(room) as buf:
+                    size = native.nf_encode(self.fmt, ipver, records, n, self.boot_ms,
+                                            self.epoch_offset_ms, buf)
+            finally:
+                room.release()
+            del pend.data[start + size:]
             count = size // self.rec_size[ipver]
-            encoded += count
+            left -= count
             if count:
                 if not pend.count:
                     pend.since = now
-                pend.data += self._buf[:size]
                 pend.count += count
         if self.fmt == V5:  # v5 has no IPv6 record: what was not encoded was IPv6
-            self.v5_skipped_ipv6 += n - encoded
+            self.v5_skipped_ipv6 += left
 
     def records_lost(self, n: int) -> None:
         """Records a full ring dropped: advance the sequence so collectors see them."""

@@ -239,7 +239,7 @@ def test_reload_cycles_keep_fds_and_rss_steady(tmp_path):
     exporter (another collector: new sockets), the timeouts and the xconnect
     map: the process's fd count comes back to where it was and RSS stays
     within a bound (a leaked exporter per reload would add a socket and its
-    128 KB encode buffer each time)."""
+    ~94 KB datagram buffer each time)."""
     pcap = write_flows_pcap(tmp_path / "flows.pcap", 1000)
     prefix = unique_prefix("reloads")
     ports = [collectors.free_udp_port() for _ in range(2)]
