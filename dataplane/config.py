@@ -328,7 +328,7 @@ class RunConfig(Strict):
     runtime_dir: str = Field("", description="'' = /run/dataplane as root, else $XDG_RUNTIME_DIR/dataplane")
     poll_budget_ms: float = Field(0.0, ge=0, le=10000,
                                   description="0: a worker leaves C only when Python has work for it")
-    cycle_sample_shift: int = Field(3, ge=0, le=16,
+    cycle_sample_shift: int = Field(6, ge=0, le=16,
                                     description="measure stage cycles in one loop of 2^shift")
     gil_switch_interval_ms: float = Field(0.1, gt=0, le=10,
                                           description="sys.setswitchinterval while running")

@@ -96,6 +96,10 @@ struct dp_rxq {
  * first packet waits a few loops more, the busy queues lose no time. */
 #define DP_IDLE_POLLS 16
 
+/* Under load (a full burst moved) the worker reads the clock once in
+ * DP_CLOCK_SKIPS + 1 loops (worker.c). */
+#define DP_CLOCK_SKIPS 3
+
 struct dp_txbuf {
     uint16_t n;
     uint16_t queue;
