@@ -274,11 +274,18 @@ static inline uint64_t emit_by_link(struct one2many *o, struct dp_worker *w,
  */
 static inline uint64_t burst_octets(struct rte_mbuf **pkts, uint16_t n)
 {
-    uint64_t octets = 0;
+    uint64_t a = 0, b = 0, c = 0, d = 0;
 
+    /* four sums: four loads in flight, a quarter of the loop overhead */
+    for (; n >= 4; n -= 4) {
+        a += rte_pktmbuf_pkt_len(pkts[n - 1]);
+        b += rte_pktmbuf_pkt_len(pkts[n - 2]);
+        c += rte_pktmbuf_pkt_len(pkts[n - 3]);
+        d += rte_pktmbuf_pkt_len(pkts[n - 4]);
+    }
     while (n)
-        octets += rte_pktmbuf_pkt_len(pkts[--n]);
-    return octets;
+        a += rte_pktmbuf_pkt_len(pkts[--n]);
+    return a + b + c + d;
 }
 
 static uint16_t one2many_process(struct dp_stage *st, struct rte_mbuf **pkts,
