@@ -435,8 +435,10 @@ def netflow_export_pending(st) -> int:
     return lib.dp_netflow_export_pending(st)
 
 
-def netflow_flush(st, max_flows: int) -> int:
-    return check(lib.dp_netflow_flush(st, max_flows), "netflow flush")
+def netflow_flush(st, records, max_records: int) -> int:
+    """The stop's flush: up to max_records cached flows expired into records;
+    -> how many (0: the cache is empty)."""
+    return check(lib.dp_netflow_flush(st, records, max_records), "netflow flush")
 
 
 def netflow_show(st, cursor: int, records, max_records: int) -> tuple[int, int]:

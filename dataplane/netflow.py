@@ -355,14 +355,14 @@ class NetflowController:
         if self.exporter is None or self._shut:
             return
         self._shut = True
-        for st in self.stages:
-            while True:
+        self.drain()  # what the rings hold goes first
+        with self._lock:
+            for st in self.stages:
                 t0 = time.thread_time()
-                flushed = native.netflow_flush(st, 4096)
+                while n := native.netflow_flush(st, self._records, DRAIN_BATCH):
+                    self.exporter.add(self._records, n)
+                    self.exporter.pump()
                 self.export_cpu_s += time.thread_time() - t0
-                if flushed <= 0:
-                    break
-                self.drain()
         self.drain(force=True)
         self.exporter.close()
 

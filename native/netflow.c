@@ -94,7 +94,8 @@ struct netflow {
     uint32_t lowat;
     uint32_t scan_budget;
     uint32_t used;
-    uint32_t flush_from;        /* where the next flush call resumes */
+    uint32_t flush_from;        /* where the next flush call resumes; not 0:
+                                 * a flush is under way (see finish_flush) */
     int configured;
     struct dp_router *router;   /* route data for records, if routed */
     uint16_t ifindex[DP_MAX_PORTS];
@@ -323,6 +324,46 @@ static void expire(struct netflow *nf, uint32_t i, uint8_t reason)
     expire_hashed(nf, i, ft_hash(&nf->table, k, sizeof(*k)), reason);
 }
 
+/* Every index back to empty: no flow cached, every entry free (low numbers
+ * handed out first, as at configure). */
+static void reset_indexes(struct netflow *nf)
+{
+    uint32_t i;
+
+    memset(nf->table.b, 0, nf->table.bytes);
+    for (i = 0; i < NF_WHEEL_SLOTS; i++)
+        nf->wheel[i] = NF_NONE;
+    for (i = 0; i < nf->max_flows; i++)
+        nf->free[i] = nf->max_flows - 1 - i;
+    nf->n_free = nf->max_flows;
+}
+
+/* A stop's flush (dp_netflow_flush) left unfinished before the packet path
+ * or the scan ran again (the caller broke dp.h's rule): the rest of the cache
+ * goes onto the export ring (what does not fit is counted lost), so that the
+ * indexes can be emptied and nothing points at a freed flow. */
+static void finish_flush(struct netflow *nf)
+{
+    uint32_t i;
+
+    for (i = nf->flush_from; i < nf->max_flows && nf->used; i++) {
+        struct nf_flow *f = &nf->flows[i];
+        struct dp_flow_record rec;
+
+        if (!f->live)
+            continue;
+        fill_record(nf, &f->key, f, DP_NF_END_FORCED, &rec);
+        if (rte_ring_sp_enqueue_elem(nf->export_ring, &rec, sizeof(rec)) == 0)
+            nf->info.exported++;
+        else
+            nf->info.export_failed++;
+        f->live = 0;
+        nf->used--;
+    }
+    reset_indexes(nf);
+    nf->flush_from = 0;
+}
+
 /* ---- the packet path ------------------------------------------------------- */
 
 /* What ng_netflow takes from the route table when a flow starts: the
@@ -431,6 +472,8 @@ static uint16_t netflow_process(struct dp_stage *st, struct rte_mbuf **pkts,
 
     if (unlikely(!nf->configured))
         return n;
+    if (unlikely(nf->flush_from))
+        finish_flush(nf);
     if (unlikely(!(nf->conf[st->w->rx_port] & DP_NF_CONF_INGRESS))) {
         nf->info.unmetered += n;
         return n;
@@ -528,6 +571,8 @@ static void netflow_tick(struct dp_stage *st, uint64_t now_ns)
 
     if (unlikely(!nf->configured))
         return;
+    if (unlikely(nf->flush_from))
+        finish_flush(nf);
     if (unlikely(now_ns / 1000000u < nf->epoch_ms))
         return; /* the clock was set back (tests): wait for it */
     nf->now = (uint32_t)(now_ns / 1000000u - nf->epoch_ms);
@@ -667,34 +712,21 @@ unsigned dp_netflow_export_pending(const struct dp_stage *st)
     return nf && nf->configured ? rte_ring_count(nf->export_ring) : 0;
 }
 
-/* Every index back to empty: no flow cached, every entry free (low numbers
- * handed out first, as at configure). */
-static void reset_indexes(struct netflow *nf)
-{
-    uint32_t i;
-
-    memset(nf->table.b, 0, nf->table.bytes);
-    for (i = 0; i < NF_WHEEL_SLOTS; i++)
-        nf->wheel[i] = NF_NONE;
-    for (i = 0; i < nf->max_flows; i++)
-        nf->free[i] = nf->max_flows - 1 - i;
-    nf->n_free = nf->max_flows;
-}
-
 /*
  * The stop's flush: every flow goes, so none is taken out of the hash table
  * or its timer-wheel slot one at a time (a random cache line or three each,
  * 40 ns a flow at 1M flows). The entries are read in order instead, their
- * records put on the ring, and once the last is gone both indexes are
+ * records written straight into the caller's array (not through the export
+ * ring: two copies fewer), and once the last is gone both indexes are
  * emptied whole. Until then they point at freed entries, which is why the
  * packet path must not run between the first call and the one that
- * returns 0 (the workers are stopped: dp.h). Only as many records per call
- * as the ring has room for: a flush loses none.
+ * returns 0 (the workers are stopped: dp.h).
  */
-int dp_netflow_flush(struct dp_stage *st, unsigned max)
+int dp_netflow_flush(struct dp_stage *st, struct dp_flow_record *out,
+                     unsigned max)
 {
     struct netflow *nf = nf_of(st);
-    unsigned room;
+    unsigned n = 0;
     uint32_t i;
 
     if (nf == NULL)
@@ -702,26 +734,22 @@ int dp_netflow_flush(struct dp_stage *st, unsigned max)
     if (!nf->configured)
         return 0;
     nf->now = (uint32_t)(dp_clock_ns() / 1000000u - nf->epoch_ms);
-    room = RTE_MIN(max, rte_ring_free_count(nf->export_ring));
-    for (i = nf->flush_from; i < nf->max_flows && room && nf->used; i++) {
+    for (i = nf->flush_from; i < nf->max_flows && n < max && nf->used; i++) {
         struct nf_flow *f = &nf->flows[i];
-        struct dp_flow_record rec;
 
         if (!f->live)
             continue;
-        fill_record(nf, &f->key, f, DP_NF_END_FORCED, &rec);
-        rte_ring_sp_enqueue_elem(nf->export_ring, &rec, sizeof(rec));
-        nf->info.exported++;
+        fill_record(nf, &f->key, f, DP_NF_END_FORCED, &out[n++]);
         f->live = 0;
         nf->used--;
-        room--;
     }
+    nf->info.exported += n;
     nf->flush_from = i;
     if (nf->used == 0 && nf->flush_from) {
         reset_indexes(nf);
         nf->flush_from = 0;
     }
-    return (int)nf->used;
+    return (int)n;
 }
 
 int dp_netflow_show(struct dp_stage *st, uint32_t *cursor,

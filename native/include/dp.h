@@ -326,11 +326,12 @@ int dp_netflow_info(const struct dp_stage *st, struct dp_netflow_info *out);
 unsigned dp_netflow_export_drain(struct dp_stage *st,
                                  struct dp_flow_record *out, unsigned max);
 unsigned dp_netflow_export_pending(const struct dp_stage *st);
-/* The stop's flush: expire up to max cached flows (forced end) onto the
- * export ring. Returns the flows still cached; call until it returns 0, and
- * do not poll the worker in between (the cache's indexes are emptied whole
- * at the end). */
-int dp_netflow_flush(struct dp_stage *st, unsigned max);
+/* The stop's flush: expire up to max cached flows (forced end) into out
+ * (not through the export ring). Returns the records written; call until it
+ * returns 0, and do not poll the worker in between (the cache's indexes are
+ * emptied whole at the end). */
+int dp_netflow_flush(struct dp_stage *st, struct dp_flow_record *out,
+                     unsigned max);
 /* Paged dump of the cache (on the worker's thread): from *cursor, up to max
  * records; *cursor is 0 when the walk is complete. */
 int dp_netflow_show(struct dp_stage *st, uint32_t *cursor,
