@@ -404,7 +404,7 @@ class Dataplane:
             snap.ports[p.name] = entry
         for w in self.workers:
             ws = native.worker_stats(w.handle, self.reasons)
-            ws.update(id=w.index, cpu=w.cpu, lcore=w.lcore,
+            ws.update(id=w.index, cpu=w.cpu, lcore=w.lcore, tid=w.native_id,
                       max_gap_us=ws["max_gap_cycles"] * 1e6 / hz,
                       punts_unhandled=w.punts_unhandled)
             snap.workers.append(ws)
