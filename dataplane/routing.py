@@ -169,7 +169,6 @@ class RouteTable:
 
     def _nh_for(self, r: Route) -> tuple[str, dict]:
         """The next-hop contents a route should have now."""
-        fam = r.network.version
         if r.action in ("blackhole", "reject"):
             return r.action, {}
         port = self._egress(r)
