@@ -23,9 +23,9 @@ def unique_prefix(tag: str) -> str:
 
 
 def pcap_to_null_toml(prefix: str, memory_mb: int, mbufs: int, data_room: int, pcap: Path,
-                      forever: bool, reader: str = "net_pcap") -> str:
+                      forever: bool, reader: str = "net_pcap", hugepages: bool = False) -> str:
     """The head of a benchmark config: one worker on WORKER_CPU (the main
-    thread on MAIN_CPU), no hugepages, and ports `in` (reading `pcap`,
+    thread on MAIN_CPU), no hugepages unless asked, and ports `in` (reading `pcap`,
     replayed forever or once, by DPDK's net_pcap or by reader = "pcap_file",
     the dataplane's own reader) and `out` (a net_null sink). The caller adds
     its [[pipeline]] tables (and any other table)."""
@@ -37,7 +37,7 @@ def pcap_to_null_toml(prefix: str, memory_mb: int, mbufs: int, data_room: int, p
 [eal]
 workers = [{WORKER_CPU}]
 main_core = {MAIN_CPU}
-hugepages = false
+hugepages = {"true" if hugepages else "false"}
 memory_mb = {memory_mb}
 file_prefix = "{prefix}"
 log_level = "warning"

@@ -32,7 +32,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from common import DPDK_RUN, MAIN_CPU, WORKER_CPU, last_json, pcap_to_null_toml, unique_prefix  # noqa: E402
+from common import (DPDK_RUN, MAIN_CPU, WORKER_CPU, last_json, pcap_to_null_toml,  # noqa: E402
+                    require_hugepages, unique_prefix)
 from netflow import wait_rusage  # noqa: E402
 from tests import collectors  # noqa: E402
 
@@ -381,6 +382,12 @@ enabled = false
 """
 
 
+def ours_memory_mb(flows: int) -> int:
+    """EAL memory for ours: the pool, a 2N-flow cache and slack, in whole GiB."""
+    need = MBUFS * MBUF_BYTES + 2 * flows * FLOW_BYTES_BUDGET + (EAL_SLACK_MB << 20)
+    return -(-need // (1 << 30)) * 1024
+
+
 def run_ours(wd: Path, args, pcap: Path, packets: int, port: int, hz: int, reader: str) -> dict:
     """`dataplane run CONFIG --json` (the pcap read once -> netflow -> net_null),
     polled over the control socket until netflow has metered every packet,
@@ -388,12 +395,12 @@ def run_ours(wd: Path, args, pcap: Path, packets: int, port: int, hz: int, reade
     from dataplane import control
 
     max_flows = 2 * args.flows
-    need = MBUFS * MBUF_BYTES + max_flows * FLOW_BYTES_BUDGET + (EAL_SLACK_MB << 20)
-    memory_mb = -(-need // (1 << 30)) * 1024
+    memory_mb = ours_memory_mb(args.flows)
     prefix = unique_prefix("nfpeers")
     sock = wd / f"{prefix}.sock"
     cfg = wd / f"{prefix}.toml"
-    cfg.write_text(pcap_to_null_toml(prefix, memory_mb, MBUFS, DATA_ROOM, pcap, forever=False, reader=reader)
+    cfg.write_text(pcap_to_null_toml(prefix, memory_mb, MBUFS, DATA_ROOM, pcap, forever=False, reader=reader,
+                                     hugepages=args.hugepages)
                    + NETFLOW_STAGE.format(max_flows=max_flows, timeout=TIMEOUT_S, port=port,
                                           socket=sock))
     out_path, err_path = wd / f"{prefix}.out", wd / f"{prefix}.err"
@@ -659,7 +666,12 @@ def main() -> None:
                     help="export straight to nfcapd, without the pacing relay (shows UDP loss)")
     ap.add_argument("--peer-timeout", type=float, default=600.0, help="kill a peer after this many s")
     ap.add_argument("--json-out", metavar="FILE", help="also write all figures as JSON here")
+    ap.add_argument("--hugepages", action="store_true",
+                    help="ours on 2 MiB hugepages (as deployed) instead of --no-huge, where its "
+                         "tables get transparent hugepages only while the kernel has free 2 MiB blocks")
     args = ap.parse_args()
+    if args.hugepages:
+        require_hugepages(ours_memory_mb(args.flows))
     if args.quick:
         args.flows = 20_000
     if not 1 <= args.flows <= MAX_FLOWS:
@@ -722,7 +734,7 @@ def report(args, setup: dict, results: dict, errors: dict, flowsets: dict, want:
       f"TCP: SYN then ACK|PSH, no FIN/RST; 1 us apart: {setup['span_s']:.2f} s of capture time; "
       f"every probe's timeouts {TIMEOUT_S} s, cache 2N flows")
     p(f"ours: python3 -m dataplane run CFG --json: the file read once -> netflow (v9) -> "
-      f"net_null; worker on cpu {WORKER_CPU}, main thread on cpu {MAIN_CPU}, --no-huge; polled over the "
+      f"net_null; worker on cpu {WORKER_CPU}, main thread on cpu {MAIN_CPU}, {'2 MiB hugepages' if args.hugepages else '--no-huge'}; polled over the "
       f"control socket until netflow.info packets = {setup['packets']:,}, then SIGTERM (every cached flow "
       f"is exported at stop). Two readers: 'ours' a pcap_file port (the dataplane's reader: the file "
       f"mapped, records copied into mbufs a burst at a time), 'ours-net_pcap' DPDK's net_pcap "
