@@ -338,27 +338,37 @@ static void reset_indexes(struct netflow *nf)
     nf->n_free = nf->max_flows;
 }
 
-/* A stop's flush (dp_netflow_flush) left unfinished before the packet path
- * or the scan ran again (the caller broke dp.h's rule): the rest of the cache
- * goes onto the export ring (what does not fit is counted lost), so that the
- * indexes can be emptied and nothing points at a freed flow. */
-static void finish_flush(struct netflow *nf)
+/* The stop's flush, one flow: the next cached flow from flush_from on leaves
+ * the cache (its record in *rec) without being unlinked from the indexes
+ * (see dp_netflow_flush). 0 when no flow is left. */
+static int flush_take(struct netflow *nf, struct dp_flow_record *rec)
 {
-    uint32_t i;
-
-    for (i = nf->flush_from; i < nf->max_flows && nf->used; i++) {
-        struct nf_flow *f = &nf->flows[i];
-        struct dp_flow_record rec;
+    while (nf->used && nf->flush_from < nf->max_flows) {
+        struct nf_flow *f = &nf->flows[nf->flush_from++];
 
         if (!f->live)
             continue;
-        fill_record(nf, &f->key, f, DP_NF_END_FORCED, &rec);
+        fill_record(nf, &f->key, f, DP_NF_END_FORCED, rec);
+        f->live = 0;
+        nf->used--;
+        return 1;
+    }
+    return 0;
+}
+
+/* A stop's flush left unfinished before the packet path or the scan ran
+ * again (the caller broke dp.h's rule): the rest of the cache goes onto the
+ * export ring (what does not fit is counted lost), so that the indexes can
+ * be emptied and nothing points at a freed flow. */
+static void finish_flush(struct netflow *nf)
+{
+    struct dp_flow_record rec;
+
+    while (flush_take(nf, &rec)) {
         if (rte_ring_sp_enqueue_elem(nf->export_ring, &rec, sizeof(rec)) == 0)
             nf->info.exported++;
         else
             nf->info.export_failed++;
-        f->live = 0;
-        nf->used--;
     }
     reset_indexes(nf);
     nf->flush_from = 0;
@@ -727,24 +737,15 @@ int dp_netflow_flush(struct dp_stage *st, struct dp_flow_record *out,
 {
     struct netflow *nf = nf_of(st);
     unsigned n = 0;
-    uint32_t i;
 
     if (nf == NULL)
         return -EINVAL;
     if (!nf->configured)
         return 0;
     nf->now = (uint32_t)(dp_clock_ns() / 1000000u - nf->epoch_ms);
-    for (i = nf->flush_from; i < nf->max_flows && n < max && nf->used; i++) {
-        struct nf_flow *f = &nf->flows[i];
-
-        if (!f->live)
-            continue;
-        fill_record(nf, &f->key, f, DP_NF_END_FORCED, &out[n++]);
-        f->live = 0;
-        nf->used--;
-    }
+    while (n < max && flush_take(nf, &out[n]))
+        n++;
     nf->info.exported += n;
-    nf->flush_from = i;
     if (nf->used == 0 && nf->flush_from) {
         reset_indexes(nf);
         nf->flush_from = 0;
