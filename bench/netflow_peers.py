@@ -309,17 +309,6 @@ def compare(got: dict, want: dict, examples: int = 3) -> dict:
 
 # ---- process helpers ------------------------------------------------------------------
 
-def thread_cpu_s(pid: int) -> dict[int, float]:
-    """On-CPU seconds of every thread of `pid` (schedstat, ns)."""
-    out = {}
-    for t in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            out[int(t.name)] = int((t / "schedstat").read_text().split()[0]) / 1e9
-        except (OSError, ValueError, IndexError):
-            pass
-    return out
-
-
 def read_through(path: Path) -> None:
     """Read the file once, so that the peer about to run reads it from the page
     cache: whoever ran first used to pay the disk (an 'ours' run once read 634
@@ -429,9 +418,6 @@ def run_ours(wd: Path, args, pcap: Path, packets: int, port: int, hz: int, reade
             time.sleep(0.001)
         res["all_metered_after_s"] = time.monotonic() - t_start
         res["polls"] = polls
-        # The worker spins from its start (before the socket is up): the thread
-        # with the most CPU time is it; its whole CPU so far, for the record.
-        res["worker_thread_cpu_s_so_far"] = max(thread_cpu_s(proc.pid).values())
         # The worker thread itself: on-CPU time from its start to now (its
         # idle polls before the first packet and since the last included),
         # and time it waited for its CPU (another task ran there).
