@@ -35,17 +35,24 @@ struct rte_rcu_qsbr *dp_qsbr;
 
 int dp_qsbr_init(void)
 {
+    struct rte_rcu_qsbr *q, *none = NULL;
     size_t sz;
 
-    if (dp_qsbr)
+    if (__atomic_load_n(&dp_qsbr, __ATOMIC_ACQUIRE))
         return 0;
+    /* Workers start together and any of them may get here first: the
+     * tracker is built whole, then published once (a worker that saw a
+     * half-built one registered against max_threads 0 and failed). */
     sz = rte_rcu_qsbr_get_memsize(MAX_QSBR_THREADS);
-    dp_qsbr = rte_zmalloc("dp_qsbr", sz, RTE_CACHE_LINE_SIZE);
-    if (dp_qsbr == NULL) {
+    q = rte_zmalloc("dp_qsbr", sz, RTE_CACHE_LINE_SIZE);
+    if (q == NULL) {
         dp_set_error(ENOMEM, "rcu: no memory for the quiescent-state tracker");
         return -ENOMEM;
     }
-    rte_rcu_qsbr_init(dp_qsbr, MAX_QSBR_THREADS);
+    rte_rcu_qsbr_init(q, MAX_QSBR_THREADS);
+    if (!__atomic_compare_exchange_n(&dp_qsbr, &none, q, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        rte_free(q);   /* another thread published first */
     return 0;
 }
 

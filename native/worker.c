@@ -228,10 +228,14 @@ int dp_worker_thread_init(struct dp_worker *w, int cpu)
     w->lcore = rte_lcore_id();
     /* Route-table writers wait for this worker's quiescent points, but
      * only while it is inside dp_worker_poll (online). */
-    if (dp_qsbr_init() < 0 || rte_rcu_qsbr_thread_register(dp_qsbr, w->id)) {
+    if (dp_qsbr_init() < 0) {
         rte_thread_unregister();
-        dp_set_error(ENOMEM, "worker %u: register with RCU", w->id);
         return -ENOMEM;
+    }
+    if (rte_rcu_qsbr_thread_register(dp_qsbr, w->id)) {
+        rte_thread_unregister();
+        dp_set_error(rte_errno, "worker %u: register with RCU", w->id);
+        return -rte_errno;
     }
     return 0;
 }

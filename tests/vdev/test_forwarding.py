@@ -181,6 +181,18 @@ def test_commands_run_on_the_worker_thread(file_prefix):
     assert names == ["dp-worker-0", "dp-worker-1"]
 
 
+def test_workers_starting_together_all_register(file_prefix):
+    """Eight workers start at once, and the first of them builds the RCU
+    tracker they all register with: none may see it half-built (one once
+    failed to start with "register with RCU")."""
+    import threading
+    cfg = vdev_config(file_prefix, port("a", "net_null0,no-rx=1") + xconnect({}),
+                      workers="[1, 0, 1, 0, 1, 0, 1, 0]")
+    with running(cfg) as dp:
+        names = dp.on_all_workers(lambda w: threading.current_thread().name)
+    assert names == [f"dp-worker-{i}" for i in range(8)]
+
+
 def test_counters_appear_in_dpdk_telemetry(file_prefix):
     """dpdk-telemetry.py's socket answers /dataplane/stats and /dataplane/workers."""
     import json
