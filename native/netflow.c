@@ -324,11 +324,13 @@ static void expire(struct netflow *nf, uint32_t i, uint8_t reason)
     expire_hashed(nf, i, ft_hash(&nf->table, k, sizeof(*k)), reason);
 }
 
-/* Every index back to empty: no flow cached, every entry free (low numbers
- * handed out first, as at configure). */
+/* The end of a stop's flush: every index back to empty, no flow cached,
+ * every entry free (low numbers handed out first, as at configure). */
 static void reset_indexes(struct netflow *nf)
 {
     uint32_t i;
+
+    nf->flush_from = 0;
 
     memset(nf->table.b, 0, nf->table.bytes);
     for (i = 0; i < NF_WHEEL_SLOTS; i++)
@@ -371,7 +373,6 @@ static void finish_flush(struct netflow *nf)
             nf->info.export_failed++;
     }
     reset_indexes(nf);
-    nf->flush_from = 0;
 }
 
 /* ---- the packet path ------------------------------------------------------- */
@@ -746,10 +747,8 @@ int dp_netflow_flush(struct dp_stage *st, struct dp_flow_record *out,
     while (n < max && flush_take(nf, &out[n]))
         n++;
     nf->info.exported += n;
-    if (nf->used == 0 && nf->flush_from) {
+    if (nf->used == 0 && nf->flush_from)
         reset_indexes(nf);
-        nf->flush_from = 0;
-    }
     return (int)n;
 }
 
