@@ -267,29 +267,7 @@ void dp_worker_notify(struct dp_worker *w)
 void dp_tx_send(struct dp_worker *w, uint16_t port, struct rte_mbuf **pkts,
                 uint16_t n)
 {
-    struct dp_txbuf *tb = &w->tx[port];
-    uint16_t sent;
-
-    uint64_t t0 = w->measuring ? rte_rdtsc() : 0;
-
-    if (unlikely(tb->shared)) {
-        rte_spinlock_lock(&dp_port_txlock[port][tb->queue]);
-        sent = rte_eth_tx_burst(port, tb->queue, pkts, n);
-        rte_spinlock_unlock(&dp_port_txlock[port][tb->queue]);
-    } else {
-        sent = rte_eth_tx_burst(port, tb->queue, pkts, n);
-    }
-    if (w->measuring)  /* the driver's time is port-tx's, not the stage's */
-        w->inline_tx_cycles += rte_rdtsc() - t0;
-    w->stats.tx += sent;
-    w->port_stats[port].tx += sent;
-    if (unlikely(sent < n)) {
-        uint16_t lost = n - sent;
-        rte_pktmbuf_free_bulk(&pkts[sent], lost);
-        w->stats.drops[DP_DROP_TX_FULL] += lost;
-        w->stats.dropped += lost;
-        w->port_stats[port].tx_dropped += lost;
-    }
+    dp_tx_send_inline(w, port, pkts, n);
 }
 
 void dp_txbuf_flush(struct dp_worker *w, uint16_t port)
