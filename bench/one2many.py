@@ -9,8 +9,10 @@ packets on rx and frees them on tx. Packets flow both ways: one -> links
 forwarding core (cpu 1, main thread on cpu 0), bursts of 32, no hugepages.
 Compared: round-robin over 2 and 4 links vs bonding mode 0, failover vs mode 1
 (active-backup), xmit-all vs mode 3 (broadcast). Runs alternate within each
-round (--rounds, default 2, of --duration 6 s) because the host is shared.
-See bench/README.md.
+round (--rounds, default 2, of --duration 6 s) because the host is shared;
+--together runs both at once on the forwarding CPU instead and compares what
+each forwards per second of its own time on it, which a noisy host shifts far
+less. See bench/README.md.
 """
 from __future__ import annotations
 
@@ -151,59 +153,74 @@ PORT_INFO = re.compile(r"Infos for port (\d+)\s+\*+\s+MAC address:[^\n]*\n"
 STREAM = re.compile(r"RX P=(\d+)/Q=\d+ \(socket \d+\) -> TX P=(\d+)/Q=\d+")
 
 
-def run_bond(workdir: Path, key: str, duration: float, direction: str, backup_rx: bool) -> dict:
-    devs = devices(key, direction, backup_rx)
-    n = SCENARIOS[key][1]
-    # EAL creates the vdevs in command-line order: net_null0..N are ports 0..N
-    # and the bond (which needs its members first) is port N+1. Verified below.
-    one_id, bond_id, member_ids = 0, n + 1, list(range(1, n + 1))
-    prefix = unique_prefix("bond")
-    tp = None
-    try:
-        tp = Testpmd(workdir, prefix, devs + [bond_spec(key)], memory_mb=MEMORY_MB,
-                     mbufs=TESTPMD_MBUFS, portmask=(1 << one_id) | (1 << bond_id),
-                     hugepages=HUGEPAGES)
-        _, info = tp.command("show port info all")
-        ports = {int(p): {"device": d, "driver": drv, "devargs": a.strip()}
-                 for p, d, drv, a in PORT_INFO.findall(info)}
-        expect = {one_id: "net_null0", bond_id: "net_bonding0",
-                  **{m: f"net_null{m}" for m in member_ids}}
-        if {p: v["device"] for p, v in ports.items()} != expect:
-            raise RuntimeError(f"testpmd port ids are not as assumed {expect}: {ports}")
-        _, fwd = tp.command("show config fwd")
-        streams = sorted((int(a), int(b)) for a, b in STREAM.findall(fwd))
-        if streams != sorted([(one_id, bond_id), (bond_id, one_id)]):
-            raise RuntimeError(f"testpmd forwards {streams}, not net_null0 <-> bond:\n{fwd}")
-        _, started = tp.command("start")
-        burst = re.search(r"packets/burst=(\d+)", started)
-        time.sleep(WARMUP_S)
-        want = {one_id, bond_id, *member_ids}
-        t1, s1 = tp.port_stats(want)
-        c1 = sample(tp.proc.pid)
-        time.sleep(duration)
-        c2 = sample(tp.proc.pid)
-        t2, s2 = tp.port_stats(want)
-        tp.command("stop")
-        cmd = tp.cmd[2:]
-    finally:
-        if tp is not None:
-            tp.close()
-        remove_runtime_dir(prefix)
-    dt = t2 - t1
+class BondPeer:
+    """dpdk-testpmd forwarding net_null0 <-> the bond, started and forwarding."""
 
-    def d(p: int, i: int) -> float:  # i: 0 = RX, 1 = TX
-        return (s2[p][i] - s1[p][i]) / dt
+    def __init__(self, workdir: Path, key: str, direction: str, backup_rx: bool):
+        n = SCENARIOS[key][1]
+        # EAL creates the vdevs in command-line order: net_null0..N are ports 0..N
+        # and the bond (which needs its members first) is port N+1. Verified below.
+        self.one_id, self.bond_id, self.member_ids = 0, n + 1, list(range(1, n + 1))
+        self.prefix = unique_prefix("bond")
+        self.tp = None
+        try:
+            self.tp = tp = Testpmd(workdir, self.prefix,
+                                   devices(key, direction, backup_rx) + [bond_spec(key)],
+                                   memory_mb=MEMORY_MB, mbufs=TESTPMD_MBUFS,
+                                   portmask=(1 << self.one_id) | (1 << self.bond_id),
+                                   hugepages=HUGEPAGES)
+            self.cmd = tp.cmd[2:]
+            _, info = tp.command("show port info all")
+            self.ports = {int(p): {"device": d, "driver": drv, "devargs": a.strip()}
+                          for p, d, drv, a in PORT_INFO.findall(info)}
+            expect = {self.one_id: "net_null0", self.bond_id: "net_bonding0",
+                      **{m: f"net_null{m}" for m in self.member_ids}}
+            if {p: v["device"] for p, v in self.ports.items()} != expect:
+                raise RuntimeError(f"testpmd port ids are not as assumed {expect}: {self.ports}")
+            _, fwd = tp.command("show config fwd")
+            self.streams = sorted((int(a), int(b)) for a, b in STREAM.findall(fwd))
+            if self.streams != sorted([(self.one_id, self.bond_id), (self.bond_id, self.one_id)]):
+                raise RuntimeError(f"testpmd forwards {self.streams}, not net_null0 <-> bond:\n{fwd}")
+            _, started = tp.command("start")
+            burst = re.search(r"packets/burst=(\d+)", started)
+            self.burst = int(burst.group(1)) if burst else None
+        except BaseException:
+            self.close()
+            raise
 
-    # The bond's counters are the sums of its members' (bond_ethdev_stats_get).
-    rx = d(one_id, 0) + d(bond_id, 0)
-    tx = d(one_id, 1) + d(bond_id, 1)
-    member_tx = [d(m, 1) for m in member_ids]
-    return {"pps": rx, "rx_pps": rx, "tx_pps": tx, "interval_s": dt,
-            "one_rx_pps": d(one_id, 0), "links_rx_pps": d(bond_id, 0),
-            "one_tx_pps": d(one_id, 1), "links_tx_pps": d(bond_id, 1),
-            "member_tx_pps": member_tx, "member_rx_pps": [d(m, 0) for m in member_ids],
-            "burst": int(burst.group(1)) if burst else None, "fwd_on_cpu": on_cpu_share(c1, c2),
-            "ports": ports, "streams": streams, "command": cmd}
+    def read(self):
+        """(counter time, port counters, thread CPU times)."""
+        t, stats = self.tp.port_stats({self.one_id, self.bond_id, *self.member_ids})
+        return t, stats, sample(self.tp.proc.pid)
+
+    def close(self) -> None:
+        if self.tp is not None:
+            self.tp.close()
+            self.tp = None
+        remove_runtime_dir(self.prefix)
+
+    def result(self, a, b) -> dict:
+        (t1, s1, c1), (t2, s2, c2) = a, b
+        dt = t2 - t1
+
+        def d(p: int, i: int) -> float:  # i: 0 = RX, 1 = TX
+            return (s2[p][i] - s1[p][i]) / dt
+
+        one_id, bond_id = self.one_id, self.bond_id
+        # The bond's counters are the sums of its members' (bond_ethdev_stats_get).
+        rx = d(one_id, 0) + d(bond_id, 0)
+        tx = d(one_id, 1) + d(bond_id, 1)
+        return {"pps": rx, "rx_pps": rx, "tx_pps": tx, "interval_s": dt,
+                "one_rx_pps": d(one_id, 0), "links_rx_pps": d(bond_id, 0),
+                "one_tx_pps": d(one_id, 1), "links_tx_pps": d(bond_id, 1),
+                "member_tx_pps": [d(m, 1) for m in self.member_ids],
+                "member_rx_pps": [d(m, 0) for m in self.member_ids],
+                "burst": self.burst, "fwd_on_cpu": on_cpu_share(c1, c2),
+                "ports": self.ports, "streams": self.streams, "command": self.cmd}
+
+    def finish(self) -> None:
+        self.tp.command("stop")
+        self.close()
 
 
 # ---- dataplane -----------------------------------------------------------------
@@ -227,68 +244,144 @@ def write_config(workdir: Path, key: str, direction: str, backup_rx: bool) -> tu
     return path, prefix
 
 
-def run_ours(workdir: Path, key: str, duration: float, direction: str, backup_rx: bool) -> dict:
-    """The dataplane CLI runs WARMUP_S + duration + a margin; as for testpmd, the
-    measured window opens WARMUP_S after forwarding starts and lasts `duration`:
-    two reads of every counter through the control socket (`stats`, a snapshot
-    the main thread takes; the worker is not disturbed). The CLI's own figures
-    (whole run, start and stop included) are kept as `cli_window`."""
-    from dataplane.control import request
+class OursPeer:
+    """The dataplane CLI running one2many for WARMUP_S + duration + a margin
+    (`extra_s` more when the bond starts beside it, within its run).
+    Counters are read through the control socket (`stats`, a snapshot the main
+    thread takes; the worker is not disturbed). The CLI's own figures (whole
+    run, start and stop included) are kept as `cli_window`."""
 
-    cfg, prefix = write_config(workdir, key, direction, backup_rx)
-    sock = workdir / f"{prefix}.sock"
-    run_s = WARMUP_S + duration + 1.0
-    cmd = [sys.executable, "-m", "dataplane", "run", str(cfg), "--duration", str(run_s), "--json"]
-    out_path, err_path = cfg.with_suffix(".out"), cfg.with_suffix(".err")
-    share = s1 = s2 = None
+    def __init__(self, workdir: Path, key: str, duration: float, direction: str,
+                 backup_rx: bool, extra_s: float = 0.0):
+        self.key = key
+        self.cfg, self.prefix = write_config(workdir, key, direction, backup_rx)
+        self.sock = workdir / f"{self.prefix}.sock"
+        self.run_s = WARMUP_S + duration + 1.0 + extra_s
+        self.cmd = [sys.executable, "-m", "dataplane", "run", str(self.cfg),
+                    "--duration", str(self.run_s), "--json"]
+        self.out_path, self.err_path = self.cfg.with_suffix(".out"), self.cfg.with_suffix(".err")
+        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
+            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=err, text=True)
+        self.spinning = wait_spinning(self.proc, timeout=min(30.0, self.run_s + 20))
+        if self.spinning is None:
+            self.finish()  # raises with its output
+
+    def read(self):
+        """(counter time, `stats`, thread CPU times)."""
+        from dataplane.control import request
+
+        c = sample(self.proc.pid)
+        s = request(self.sock, "stats")
+        return s["time"], s, c
+
+    def finish(self) -> None:
+        try:
+            self.rc = self.proc.wait(timeout=self.run_s + 120)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        finally:
+            remove_runtime_dir(self.prefix)
+        self.stdout = self.out_path.read_text(errors="replace")
+        if self.rc != 0 or self.spinning is None:
+            stderr = self.err_path.read_text(errors="replace")
+            raise RuntimeError(f"{' '.join(self.cmd)} exited {self.rc} (it forwarded: "
+                               f"{self.spinning is not None}):\n{self.stdout[-2000:]}\n"
+                               f"{stderr[-2000:]}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        remove_runtime_dir(self.prefix)
+
+    def result(self, a, b) -> dict:
+        (_, s1, c1), (_, s2, c2) = a, b
+        res = last_json(self.stdout)
+        dt = s2["time"] - s1["time"]
+
+        def d(x: dict, y: dict, k: str) -> float:
+            return (y[k] - x[k]) / dt
+
+        links = link_names(SCENARIOS[self.key][1])
+        ports = {nm: {k: d(s1["ports"][nm], s2["ports"][nm], k) for k in ("rx", "tx")}
+                 for nm in ["one"] + links}
+        rx, tx = d(s1["totals"], s2["totals"], "rx"), d(s1["totals"], s2["totals"], "tx")
+        stage_rows = [row for row in res.get("runtime", []) if row["stage"] == "one2many"]
+        return {"pps": rx, "rx_pps": rx, "tx_pps": tx, "interval_s": dt,
+                "dropped_pps": d(s1["totals"], s2["totals"], "dropped"),
+                "one_rx_pps": ports["one"]["rx"], "one_tx_pps": ports["one"]["tx"],
+                "links_rx_pps": sum(ports[nm]["rx"] for nm in links),
+                "links_tx_pps": sum(ports[nm]["tx"] for nm in links),
+                "member_tx_pps": [ports[nm]["tx"] for nm in links],
+                "member_rx_pps": [ports[nm]["rx"] for nm in links],
+                "busy": [w["busy"] for w in res["rates"]["workers"]],
+                "fwd_on_cpu": on_cpu_share(c1, c2),
+                "max_gap_us": max(w["max_gap_us"] for w in res["workers"]),
+                "one2many_cycles_per_pkt": stage_rows[0]["cycles_per_pkt"] if stage_rows else None,
+                "cli_window": {"rx_pps": res["rates"]["totals"]["rx"],
+                               "interval_s": res["rates"]["interval_s"]},
+                "runtime": res.get("runtime"), "o2m_info": res.get("one2many"),
+                "config": self.cfg.read_text()}
+
+
+def measure(peers: list, duration: float) -> list:
+    """Open the window WARMUP_S after the last peer started forwarding, read
+    every peer's counters at both ends of `duration` s; (first, last) reads."""
+    time.sleep(WARMUP_S)
+    first = [p.read() for p in peers]
+    time.sleep(duration)
+    return list(zip(first, [p.read() for p in peers]))
+
+
+def run_bond(workdir: Path, key: str, duration: float, direction: str, backup_rx: bool) -> dict:
+    peer = BondPeer(workdir, key, direction, backup_rx)
     try:
-        with open(out_path, "w") as out, open(err_path, "w") as err:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
-            try:
-                c0 = wait_spinning(proc, timeout=min(30.0, run_s + 20))
-                if c0 is not None:
-                    time.sleep(max(0.0, c0[0] + WARMUP_S - time.monotonic()))
-                    c1 = sample(proc.pid)
-                    s1 = request(sock, "stats")
-                    time.sleep(max(0.0, s1["time"] + duration - time.monotonic()))
-                    s2 = request(sock, "stats")
-                    share = on_cpu_share(c1, sample(proc.pid))
-                rc = proc.wait(timeout=run_s + 120)
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                raise
+        (window,) = measure([peer], duration)
+        peer.finish()
     finally:
-        remove_runtime_dir(prefix)
-    stdout, stderr = out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
-    if rc != 0 or s1 is None:
-        raise RuntimeError(f"{' '.join(cmd)} exited {rc} (window read: {s1 is not None}):\n"
-                           f"{stdout[-2000:]}\n{stderr[-2000:]}")
-    res = last_json(stdout)
-    dt = s2["time"] - s1["time"]
+        peer.close()
+    return peer.result(*window)
 
-    def d(a: dict, b: dict, k: str) -> float:
-        return (b[k] - a[k]) / dt
 
-    links = link_names(SCENARIOS[key][1])
-    ports = {nm: {k: d(s1["ports"][nm], s2["ports"][nm], k) for k in ("rx", "tx")}
-             for nm in ["one"] + links}
-    rx, tx = d(s1["totals"], s2["totals"], "rx"), d(s1["totals"], s2["totals"], "tx")
-    stage_rows = [row for row in res.get("runtime", []) if row["stage"] == "one2many"]
-    return {"pps": rx, "rx_pps": rx, "tx_pps": tx, "interval_s": dt,
-            "dropped_pps": d(s1["totals"], s2["totals"], "dropped"),
-            "one_rx_pps": ports["one"]["rx"], "one_tx_pps": ports["one"]["tx"],
-            "links_rx_pps": sum(ports[nm]["rx"] for nm in links),
-            "links_tx_pps": sum(ports[nm]["tx"] for nm in links),
-            "member_tx_pps": [ports[nm]["tx"] for nm in links],
-            "member_rx_pps": [ports[nm]["rx"] for nm in links],
-            "busy": [w["busy"] for w in res["rates"]["workers"]], "fwd_on_cpu": share,
-            "max_gap_us": max(w["max_gap_us"] for w in res["workers"]),
-            "one2many_cycles_per_pkt": stage_rows[0]["cycles_per_pkt"] if stage_rows else None,
-            "cli_window": {"rx_pps": res["rates"]["totals"]["rx"],
-                           "interval_s": res["rates"]["interval_s"]},
-            "runtime": res.get("runtime"), "o2m_info": res.get("one2many"),
-            "config": cfg.read_text()}
+def run_ours(workdir: Path, key: str, duration: float, direction: str, backup_rx: bool) -> dict:
+    peer = OursPeer(workdir, key, duration, direction, backup_rx)
+    try:
+        (window,) = measure([peer], duration)
+        peer.finish()
+    finally:
+        peer.close()
+    return peer.result(*window)
+
+
+def run_together(workdir: Path, key: str, duration: float, direction: str,
+                 backup_rx: bool, ours_first: bool) -> dict[str, dict]:
+    """--together: both peers forward at once on the same CPU (cpu 1), so the
+    kernel gives each ~half of it in turns of a few ms, and both are measured
+    over the same window: whatever the host does in that window (a neighbour on
+    the core's other hyperthread, a busy memory bus) it does to both. The
+    figure to compare is then packets per second of the forwarding thread's
+    own time on the CPU (schedstat), not per wall second. Which peer starts
+    first alternates by round: the first one measured ~1 % faster here (its
+    memory, placed first, maps differently onto the caches)."""
+    bond = ours = None
+    try:
+        if ours_first:
+            # ours stops on its own (--duration): a margin for the bond's start
+            ours = OursPeer(workdir, key, duration, direction, backup_rx, extra_s=8.0)
+            bond = BondPeer(workdir, key, direction, backup_rx)
+        else:
+            bond = BondPeer(workdir, key, direction, backup_rx)
+            ours = OursPeer(workdir, key, duration, direction, backup_rx, extra_s=2.0)
+        w_bond, w_ours = measure([bond, ours], duration)
+        bond.finish()
+        ours.finish()
+    finally:
+        for peer in (bond, ours):
+            if peer is not None:
+                peer.close()
+    return {"bond": bond.result(*w_bond), "ours": ours.result(*w_ours)}
 
 
 # ---- report --------------------------------------------------------------------
@@ -339,7 +432,7 @@ def report(args, keys: list[str], results: dict, load: tuple[list[float], list[f
         "burst": {"dataplane": DP_BURST, "testpmd": sorted(b for b in bursts if b)},
         "memory": f"{'hugepages' if HUGEPAGES else '--no-huge'} -m {MEMORY_MB}",
         "mbufs": {"dataplane": DP_MBUFS, "testpmd": TESTPMD_MBUFS},
-        "duration_s": args.duration, "warmup_s": WARMUP_S, "rounds": args.rounds,
+        "duration_s": args.duration, "warmup_s": WARMUP_S, "rounds": args.rounds, "together": args.together,
         "metric": "forwarded packets per second = packets received on the forwarded ports, "
                   "each counted once, both directions summed (testpmd: delta of RX-packets "
                   "of port net_null0 + the bond port, whose counters sum its members; "
@@ -412,6 +505,25 @@ def report(args, keys: list[str], results: dict, load: tuple[list[float], list[f
                   "-" if rc is None else f"{rc:.3f}",
                   f"{med_tx[k]['ours'] / 1e6:.2f}", f"{med_tx[k]['bond'] / 1e6:.2f}", f"{rt:.3f}")
     c.print(t)
+    if args.together:
+        # Both peers shared each window: their ratio per round is the paired figure.
+        t = Table(title=f"--together: ours / net_bonding per CPU-second, each round's shared "
+                        f"window (cpu {WORKER_CPU} split between them)")
+        for col in ("scenario", "vs", *(f"r{i + 1}" for i in range(args.rounds)), "median",
+                    "CPU share ours / bond, med"):
+            t.add_column(col, justify="left" if col in ("scenario", "vs") else "right")
+        for k in keys:
+            pairs = [o["pps_per_cpu_s"] / b["pps_per_cpu_s"]
+                     for o, b in zip(results[k]["ours"], results[k]["bond"])
+                     if o["pps_per_cpu_s"] and b["pps_per_cpu_s"]]
+            ratios[k]["paired_per_cpu_s"] = pairs
+            ratios[k]["paired_per_cpu_s_median"] = statistics.median(pairs) if pairs else None
+            shares = [f"{statistics.median(r['fwd_on_cpu'] for r in results[k][p]):.2f}"
+                      for p in ("ours", "bond")]
+            t.add_row(SCENARIOS[k][0], SCENARIOS[k][4], *(f"{x:.3f}" for x in pairs),
+                      "-" if not pairs else f"[bold]{statistics.median(pairs):.3f}[/]",
+                      " / ".join(shares))
+        c.print(t)
 
     notes = [
         "Polling differs, and so does the traffic mix: the bond's rx (modes 0 and 3) starts at "
@@ -449,6 +561,11 @@ def report(args, keys: list[str], results: dict, load: tuple[list[float], list[f
         "So without --hugepages that layout difference is in these figures (on this host it "
         "is most of our lead); with --hugepages both run on hugepages, like for like, as in "
         "production.",
+        "--together runs the two peers at once, both pinned to the forwarding CPU: the "
+        "kernel alternates them every few ms, so a slow spell of the host falls on both, and "
+        "each is measured per second of its own thread's time on the CPU. Wall Mpps are then "
+        "about half; compare the per-CPU-s figures. Each switch costs both peers their cache "
+        "contents, a few µs against a turn of milliseconds.",
         "Both use bursts of 32. net_null frames are 64-byte zero-filled mbufs that no one "
         "reads (io forwarding; round-robin, failover and broadcast never look at the data), "
         "so the hash mode is not compared with a bonding hash policy here.",
@@ -473,11 +590,14 @@ def main() -> None:
     ap.add_argument("--json-out", metavar="FILE", help="also write all figures as JSON here")
     ap.add_argument("--hugepages", action="store_true",
                     help="run both peers on 2 MiB hugepages (reserve and mount them first)")
+    ap.add_argument("--together", action="store_true",
+                    help="run both peers at once on the forwarding CPU, each measured per "
+                         "second of its own time on it (robust to a noisy host)")
     args = ap.parse_args()
     global HUGEPAGES
     HUGEPAGES = args.hugepages
     if HUGEPAGES:
-        require_hugepages(2 * MEMORY_MB)
+        require_hugepages(2 * MEMORY_MB)  # --together: both peers hold theirs at once
     keys = [k.strip() for k in args.scenarios.split(",") if k.strip()]
     if not keys or any(k not in SCENARIOS for k in keys):
         ap.error(f"--scenarios: choose from {', '.join(SCENARIOS)}")
@@ -489,6 +609,13 @@ def main() -> None:
         for rnd in range(args.rounds):
             order = list(peers) if rnd % 2 == 0 else list(peers)[::-1]
             for k in keys:
+                if args.together:
+                    print(f"round {rnd + 1}/{args.rounds}: {SCENARIOS[k][0]}: both peers "
+                          f"on cpu {WORKER_CPU} ...", file=sys.stderr, flush=True)
+                    for p, r in run_together(Path(tmp), k, args.duration, args.direction,
+                                             args.backup_rx, ours_first=rnd % 2 == 1).items():
+                        results[k][p].append(r)
+                    continue
                 for p in order:
                     print(f"round {rnd + 1}/{args.rounds}: {SCENARIOS[k][0]}: {PEERS[p]} ...",
                           file=sys.stderr, flush=True)
