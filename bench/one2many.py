@@ -335,18 +335,8 @@ def measure(peers: list, duration: float) -> list:
     return list(zip(first, [p.read() for p in peers]))
 
 
-def run_bond(workdir: Path, key: str, duration: float, direction: str, backup_rx: bool) -> dict:
-    peer = BondPeer(workdir, key, direction, backup_rx)
-    try:
-        (window,) = measure([peer], duration)
-        peer.finish()
-    finally:
-        peer.close()
-    return peer.result(*window)
-
-
-def run_ours(workdir: Path, key: str, duration: float, direction: str, backup_rx: bool) -> dict:
-    peer = OursPeer(workdir, key, duration, direction, backup_rx)
+def run_alone(peer, duration: float) -> dict:
+    """One peer (started) alone on the forwarding CPU: its window, then its stop."""
     try:
         (window,) = measure([peer], duration)
         peer.finish()
@@ -602,7 +592,9 @@ def main() -> None:
     if not keys or any(k not in SCENARIOS for k in keys):
         ap.error(f"--scenarios: choose from {', '.join(SCENARIOS)}")
 
-    peers = {"bond": run_bond, "ours": run_ours}
+    peers = {"bond": lambda tmp, k: BondPeer(tmp, k, args.direction, args.backup_rx),
+             "ours": lambda tmp, k: OursPeer(tmp, k, args.duration, args.direction,
+                                             args.backup_rx)}
     results = {k: {p: [] for p in PEERS} for k in keys}
     load_before = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="one2many_bench_") as tmp:
@@ -619,8 +611,7 @@ def main() -> None:
                 for p in order:
                     print(f"round {rnd + 1}/{args.rounds}: {SCENARIOS[k][0]}: {PEERS[p]} ...",
                           file=sys.stderr, flush=True)
-                    results[k][p].append(peers[p](Path(tmp), k, args.duration, args.direction,
-                                                  args.backup_rx))
+                    results[k][p].append(run_alone(peers[p](Path(tmp), k), args.duration))
     out = report(args, keys, results, (load_before, [round(x, 2) for x in os.getloadavg()]))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(out, indent=2, default=str) + "\n")
