@@ -353,8 +353,8 @@ def run_together(workdir: Path, key: str, duration: float, direction: str,
     the core's other hyperthread, a busy memory bus) it does to both. The
     figure to compare is then packets per second of the forwarding thread's
     own time on the CPU (schedstat), not per wall second. Which peer starts
-    first alternates by round: the first one measured ~1 % faster here (its
-    memory, placed first, maps differently onto the caches)."""
+    first alternates by round: in A/B runs of one build against itself the
+    first started measured up to ~1 % faster (why, unexplained)."""
     bond = ours = None
     try:
         if ours_first:
