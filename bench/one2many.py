@@ -264,7 +264,10 @@ class OursPeer:
             self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=err, text=True)
         self.spinning = wait_spinning(self.proc, timeout=min(30.0, self.run_s + 20))
         if self.spinning is None:
-            self.finish()  # raises with its output
+            try:
+                self.finish()  # raises with its output
+            finally:
+                self.close()
 
     def read(self):
         """(counter time, `stats`, thread CPU times)."""
@@ -275,14 +278,8 @@ class OursPeer:
         return s["time"], s, c
 
     def finish(self) -> None:
-        try:
-            self.rc = self.proc.wait(timeout=self.run_s + 120)
-        except BaseException:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-        finally:
-            remove_runtime_dir(self.prefix)
+        """Wait for the run's end (close() kills it and cleans up after)."""
+        self.rc = self.proc.wait(timeout=self.run_s + 120)
         self.stdout = self.out_path.read_text(errors="replace")
         if self.rc != 0 or self.spinning is None:
             stderr = self.err_path.read_text(errors="replace")
