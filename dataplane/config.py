@@ -13,9 +13,10 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .safefs import check_plain_name
 
 PCI_ADDR = re.compile(r"^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
 # A vdev spec: driver name with an instance suffix, then key=value pairs.
@@ -35,7 +36,8 @@ class EalConfig(Strict):
         description="one worker thread per entry, pinned to that CPU")
     hugepages: bool = True
     memory_mb: int = Field(0, ge=0, description="EAL memory (-m); 0 lets EAL decide")
-    file_prefix: str = Field("dataplane", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    file_prefix: Annotated[str, AfterValidator(check_plain_name)] = Field(
+        "dataplane", description="names EAL's runtime directory and the control socket: a plain name")
     log_level: Literal[LOG_LEVELS] = "notice"  # type: ignore[valid-type]
     pci_allow: list[str] = Field(default_factory=list)
     vdevs: list[str] = Field(default_factory=list,

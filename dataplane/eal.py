@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 
 from . import native
 from .config import Config
 from .errors import EalError
+from .safefs import OwnedDir
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,16 @@ class Eal:
             raise EalError("EAL already running in this process")
         self.args = eal_args(cfg)
         self.file_prefix = cfg.eal.file_prefix
+        # What EAL is about to create is ours to remove at close; a directory
+        # that was there before (another run's, a stale one, or a name that
+        # reaches elsewhere) is not.
+        run_dir = dpdk_runtime_dir(self.file_prefix)
+        existed = os.path.lexists(run_dir), os.path.lexists(run_dir.parent)
         native.eal_init(self.args)
+        self._run_dir = OwnedDir.adopt(run_dir, existed[0])
+        # $XDG_RUNTIME_DIR/dpdk or /tmp/dpdk, when EAL made it for this run
+        self._run_parent = (OwnedDir.adopt(run_dir.parent, existed[1])
+                            if run_dir.parent != DPDK_RUN_ROOT else None)
         Eal._active = self
         self.closed = False
 
@@ -72,16 +81,13 @@ class Eal:
         self.closed = True
         native.eal_cleanup()
         Eal._active = None
-        # EAL 22.11 leaves its runtime files behind; the prefix is ours alone.
-        # Only the directory this process's EAL used: another user's (root's
-        # /var/run/dpdk is 0700) is neither ours nor readable.
-        run_dir = dpdk_runtime_dir(self.file_prefix)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        if run_dir.parent != DPDK_RUN_ROOT:
-            try:  # $XDG_RUNTIME_DIR/dpdk, made by EAL for us: gone once empty
-                run_dir.parent.rmdir()
-            except OSError:
-                pass
+        # EAL 22.11 leaves its runtime files behind: remove the directory it
+        # made for this run, and its parent if EAL made that too and it is
+        # empty (another prefix's run may still be in it).
+        if self._run_dir is not None:
+            self._run_dir.remove()
+        if self._run_parent is not None:
+            self._run_parent.remove(tree=False)
 
     def __enter__(self) -> "Eal":
         return self

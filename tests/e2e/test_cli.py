@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -100,3 +101,42 @@ def test_pmds_lists_virtual_and_pci_drivers():
     by_name = {d["name"]: d for d in json.loads(r.stdout)}
     assert "no-rx" in by_name["net_null"]["params"]
     assert "8086:10fb" in by_name["net_ixgbe"]["pci_ids"]
+
+
+# EAL in a private mount namespace whose /run is a fresh tmpfs holding other
+# people's files; the prefix goes straight into the model, past validation, as
+# a name that reaches elsewhere would if a check were ever lost.
+_EAL_IN_PRIVATE_RUN = r"""
+import os, sys
+from pathlib import Path
+from dataplane import config
+from dataplane.eal import Eal
+Path("/run/precious").write_text("keep")
+Path("/run/dpdk/someone_else").mkdir(parents=True)
+Path("/run/dpdk/someone_else/keep").write_text("keep")
+stale = Path("/run/dpdk/stale")
+stale.mkdir()
+(stale / "marker").write_text("keep")
+cfg = config.loads(sys.argv[1], check_drivers=False)
+cfg = cfg.model_copy(update={"eal": cfg.eal.model_copy(update={"file_prefix": sys.argv[2]})})
+Eal(cfg).close()
+print(sorted(str(p) for p in Path("/run").rglob("*")))
+"""
+
+
+@pytest.mark.parametrize("prefix,gone", [("..", None), (".", None), ("stale", None),
+                                         ("fresh", "/run/dpdk/fresh")])
+def test_shutdown_removes_only_the_runtime_dir_eal_made_for_this_run(prefix, gone):
+    """file_prefix = ".." once made the shutdown rmtree /var/run/dpdk/.. = /run."""
+    toml = eal_toml("placeholder") + '[[ports]]\nname = "a"\ndevice = "net_null0"\n' \
+        '[[pipeline]]\nstage = "xconnect"\nmap = {}\n'
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        'mount -t tmpfs none /run && exec "$0" -c "$1" "$2" "$3"',
+                        sys.executable, _EAL_IN_PRIVATE_RUN, toml, prefix],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    left = eval(r.stdout.strip().splitlines()[-1])
+    for kept in ("/run/precious", "/run/dpdk/someone_else/keep", "/run/dpdk/stale/marker"):
+        assert kept in left, (prefix, left)
+    if gone:
+        assert gone not in left and os.path.join(gone, "config") not in left
