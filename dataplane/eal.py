@@ -8,11 +8,13 @@ from pathlib import Path
 from . import native
 from .config import Config
 from .errors import EalError
-from .safefs import OwnedDir
+from .safefs import PLAIN_NAME, OwnedDir
 
 log = logging.getLogger(__name__)
 
 DPDK_RUN_ROOT = Path("/var/run/dpdk")
+# What EAL 22.11 writes into its runtime directory.
+EAL_RUNTIME_FILES = ("config", "hugepage_info", "mp_socket*", "fbarray_*", "dpdk_telemetry*")
 
 
 def dpdk_runtime_dir(file_prefix: str) -> Path:
@@ -62,13 +64,15 @@ class Eal:
             raise EalError("EAL already running in this process")
         self.args = eal_args(cfg)
         self.file_prefix = cfg.eal.file_prefix
-        # What EAL is about to create is ours to remove at close; a directory
-        # that was there before (another run's, a stale one, or a name that
-        # reaches elsewhere) is not.
+        # What EAL is about to create is ours to remove at close. Of a prefix's
+        # directory that was there before (a crashed run's), only EAL's own
+        # files are: once EAL holds the prefix's lock no other run uses them.
+        # A name that is not plain reaches elsewhere: nothing there is ours.
         run_dir = dpdk_runtime_dir(self.file_prefix)
         existed = os.path.lexists(run_dir), os.path.lexists(run_dir.parent)
         native.eal_init(self.args)
-        self._run_dir = OwnedDir.adopt(run_dir, existed[0])
+        self._run_dir = (OwnedDir.adopt(run_dir, existed[0], EAL_RUNTIME_FILES)
+                         if PLAIN_NAME.match(self.file_prefix) else None)
         # $XDG_RUNTIME_DIR/dpdk or /tmp/dpdk, when EAL made it for this run
         self._run_parent = (OwnedDir.adopt(run_dir.parent, existed[1])
                             if run_dir.parent != DPDK_RUN_ROOT else None)
@@ -85,7 +89,7 @@ class Eal:
         # made for this run, and its parent if EAL made that too and it is
         # empty (another prefix's run may still be in it).
         if self._run_dir is not None:
-            self._run_dir.remove()
+            self._run_dir.remove()  # and the directory itself, once empty
         if self._run_parent is not None:
             self._run_parent.remove(tree=False)
 

@@ -10,6 +10,7 @@ left alone).
 from __future__ import annotations
 
 import errno
+import fnmatch
 import logging
 import os
 import re
@@ -35,17 +36,22 @@ def check_plain_name(value: str) -> str:
 
 @dataclass(frozen=True)
 class OwnedDir:
-    """A directory this process created, by path and identity (st_dev, st_ino)."""
+    """A directory this process uses, by path and identity (st_dev, st_ino).
+    ``only``: the glob patterns of the entries in it that are ours (a
+    directory that was there before us); None: all of it is (we made it)."""
     path: Path
     dev: int
     ino: int
+    only: tuple[str, ...] | None = None
 
     @classmethod
-    def adopt(cls, path: Path, existed_before: bool) -> "OwnedDir | None":
-        """The directory at ``path`` as ours, when it did not exist before we
-        (or a library on our behalf, like EAL) made it and it is a real
-        directory owned by us. None otherwise: it is not ours to remove."""
-        if existed_before:
+    def adopt(cls, path: Path, existed_before: bool,
+              ours_inside: tuple[str, ...] = ()) -> "OwnedDir | None":
+        """The real directory at ``path``, owned by us. Made by us (or by a
+        library on our behalf, like EAL) when it did not exist before: all of
+        it is ours. Otherwise only its entries matching ``ours_inside`` are
+        (none when empty: None, nothing to remove)."""
+        if existed_before and not ours_inside:
             return None
         try:
             st = os.lstat(path)
@@ -53,7 +59,7 @@ class OwnedDir:
             return None
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
             return None
-        return cls(Path(path), st.st_dev, st.st_ino)
+        return cls(Path(path), st.st_dev, st.st_ino, ours_inside if existed_before else None)
 
     def remove(self, tree: bool = True) -> bool:
         """Remove the directory (with everything in it when ``tree``; else
@@ -78,7 +84,7 @@ class OwnedDir:
                                 self.path)
                     return False
                 if tree:
-                    _empty(fd)
+                    _empty(fd, self.only)
             finally:
                 os.close(fd)
             try:  # the same directory still, now empty: rmdir takes only an empty one
@@ -87,17 +93,20 @@ class OwnedDir:
                     os.rmdir(name, dir_fd=parent)
                     return True
             except OSError as e:
-                if tree or e.errno != errno.ENOTEMPTY:
+                if e.errno != errno.ENOTEMPTY or (tree and self.only is None):
                     log.warning("%s: not removed: %s", self.path, e.strerror)
             return False
         finally:
             os.close(parent)
 
 
-def _empty(dirfd: int) -> None:
-    """Remove everything inside the directory open at ``dirfd``, through
-    descriptors only: a symbolic link is unlinked, never followed."""
+def _empty(dirfd: int, only: tuple[str, ...] | None = None) -> None:
+    """Remove everything inside the directory open at ``dirfd`` (at its top,
+    only the entries matching ``only``), through descriptors only: a symbolic
+    link is unlinked, never followed."""
     for entry in list(os.scandir(dirfd)):
+        if only is not None and not any(fnmatch.fnmatchcase(entry.name, p) for p in only):
+            continue
         try:
             if entry.is_dir(follow_symlinks=False):
                 sub = os.open(entry.name, _DIR_FLAGS, dir_fd=dirfd)

@@ -114,9 +114,10 @@ from dataplane.eal import Eal
 Path("/run/precious").write_text("keep")
 Path("/run/dpdk/someone_else").mkdir(parents=True)
 Path("/run/dpdk/someone_else/keep").write_text("keep")
-stale = Path("/run/dpdk/stale")
+stale = Path("/run/dpdk/stale")  # a crashed run's, and a file of someone's
 stale.mkdir()
 (stale / "marker").write_text("keep")
+(stale / "fbarray_memzone").write_text("a crashed run's")
 cfg = config.loads(sys.argv[1], check_drivers=False)
 cfg = cfg.model_copy(update={"eal": cfg.eal.model_copy(update={"file_prefix": sys.argv[2]})})
 Eal(cfg).close()
@@ -140,3 +141,5 @@ def test_shutdown_removes_only_the_runtime_dir_eal_made_for_this_run(prefix, gon
         assert kept in left, (prefix, left)
     if gone:
         assert gone not in left and os.path.join(gone, "config") not in left
+    if prefix == "stale":  # EAL's own files in it are this run's, and go
+        assert [p for p in left if p.startswith("/run/dpdk/stale/")] == ["/run/dpdk/stale/marker"]

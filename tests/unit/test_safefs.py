@@ -49,6 +49,18 @@ def test_a_directory_that_existed_before_is_never_ours(tmp_path):
     assert OwnedDir.adopt(run, existed_before=True) is None
 
 
+def test_of_a_directory_that_existed_before_only_the_named_entries_go(tmp_path):
+    run, outside = _tree(tmp_path)
+    owned = OwnedDir.adopt(run, existed_before=True, ours_inside=("config", "link_*"))
+    assert not owned.remove()
+    assert sorted(os.listdir(run)) == ["sub"]
+    assert (outside / "precious").read_text() == "keep me"
+    (run / "sub" / "fbarray").unlink()
+    (run / "sub" / "link_to_file").unlink()
+    (run / "sub").rmdir()
+    assert owned.remove() and not run.exists()  # nothing but ours left: the directory goes too
+
+
 def test_a_link_in_place_of_the_directory_is_not_adopted(tmp_path):
     _, outside = _tree(tmp_path)
     (tmp_path / "alias").symlink_to(outside)
