@@ -339,6 +339,39 @@ class RunConfig(Strict):
                                           "idle_rx_skip + 1 loops until it has packets (0: always)")
 
 
+class PuntPolicer(Strict):
+    """One punt reason's token bucket, for all workers together (each worker
+    polices its own punts at rate / workers, burst / workers, at least 1)."""
+    rate: float = Field(1000.0, gt=0, le=1e7, description="packets per second")
+    burst: int = Field(100, ge=1, le=1 << 20, description="packets at once")
+
+
+def _police(rate: float, burst: int):
+    return Field(default_factory=lambda: PuntPolicer(rate=rate, burst=burst))
+
+
+class PuntPolice(Strict):
+    """Per punt reason (dp.h DP_PUNT_*): what a worker may hand the slow path;
+    the rest is dropped in C and counted (punt_policed)."""
+    other: PuntPolicer = _police(1000, 100)          # xconnect "punt", a stage without a reason
+    local: PuntPolicer = _police(1000, 100)          # to our addresses: pings, UDP/TCP
+    resolve: PuntPolicer = _police(1000, 100)        # next hop without a MAC yet
+    no_route: PuntPolicer = _police(1000, 100)       # ICMP unreachable
+    hop_limit: PuntPolicer = _police(1000, 100)      # ICMP time exceeded
+    too_big: PuntPolicer = _police(1000, 100)        # packet too big / fragmentation
+    hbh: PuntPolicer = _police(1000, 100)            # IPv6 hop-by-hop: forwarded by the slow path
+    ip4_options: PuntPolicer = _police(1000, 100)    # IPv4 options: forwarded by the slow path
+    l2_multicast: PuntPolicer = _police(500, 50)
+    multicast: PuntPolicer = _police(2000, 200)      # NDP (solicitations, advertisements)
+    arp: PuntPolicer = _police(2000, 200)
+    scope: PuntPolicer = _police(500, 50)            # link-local source routed off-link
+
+
+class SlowPathConfig(Strict):
+    """The slow path: its own thread takes every worker's punted packets."""
+    police: PuntPolice = Field(default_factory=PuntPolice)
+
+
 class ControlConfig(Strict):
     """The local control socket (`dataplane ctl`)."""
     enabled: bool = True
@@ -369,6 +402,7 @@ class Config(Strict):
     ports: list[PortConfig] = Field(min_length=1)
     pipeline: list[StageConfig] = Field(min_length=1)
     run: RunConfig = Field(default_factory=RunConfig)
+    slowpath: SlowPathConfig = Field(default_factory=SlowPathConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 

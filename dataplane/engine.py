@@ -3,7 +3,9 @@
 Main thread: builds everything from a validated Config, then only reads
 counters and queues commands. Worker threads: one per configured CPU, each
 looping on ``dp_worker_poll`` (C, GIL released) and, between polls, running
-queued commands and draining its punt ring.
+queued commands. The slow-path thread: takes what the workers punt (within
+each reason's rate, policed in C) and hands it to the punt handlers, so no
+per-packet Python ever runs on a worker.
 """
 from __future__ import annotations
 
@@ -58,7 +60,6 @@ class Worker(threading.Thread):
         self.handle = handle
         self._dp = dp
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
-        self._punts = native.PuntReader(handle)
         self._budget_us = int(dp.cfg.run.poll_budget_ms * 1000)
         self.error: BaseException | None = None
         self.started = threading.Event()
@@ -107,9 +108,55 @@ class Worker(threading.Thread):
                     fut.set_result(fn(self))
                 except BaseException as e:  # noqa: BLE001
                     fut.set_exception(e)
-        if self._punts.pending():
-            while (pkt := self._punts.recv()) is not None:
-                self._dp._on_punt(self, *pkt)
+
+
+class SlowPathThread(threading.Thread):
+    """The one consumer of every worker's punt ring (they are single-consumer
+    rings): waits in C with the GIL released, then hands each punted frame
+    to the dataplane's punt handlers. Up to BATCH frames of one worker in a
+    row, so one worker's storm does not starve another's neighbour discovery."""
+
+    WAIT_US = 100_000
+    BATCH = 64
+
+    def __init__(self, dp: "Dataplane"):
+        super().__init__(name="dp-slowpath", daemon=True)
+        self._dp = dp
+        self._readers = [(w, native.PuntReader(w.handle)) for w in dp.workers]
+        self._waitset = native.punt_wait_set([w.handle for w in dp.workers])
+        self._stopping = threading.Event()
+        self.handled = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                if native.punt_wait(self._waitset, self.WAIT_US):
+                    self._drain(self.BATCH)
+        except BaseException as e:  # noqa: BLE001 - a handler bug must not go unseen
+            self.error = e
+            log.exception("slow path thread failed; punted packets now wait in their rings")
+
+    def _drain(self, batch: int) -> int:
+        moved = 0
+        for w, reader in self._readers:
+            for _ in range(batch):
+                pkt = reader.recv()
+                if pkt is None:
+                    break
+                self._dp._on_punt(w, *pkt)
+                moved += 1
+        self.handled += moved
+        return moved
+
+    def stop(self) -> None:
+        """After the workers stopped: what they punted last is still handled."""
+        self._stopping.set()
+        if self.is_alive():
+            self.join()
+        if self.error is None:
+            while self._drain(self.BATCH):
+                pass
 
 
 @dataclass
@@ -143,6 +190,7 @@ class Dataplane:
         self._worker_handles: list = []
         self._punt_handlers: list[PuntHandler] = []
         self.controllers: list = []   # the Python side of stages (netflow, one2many)
+        self.slowpath: SlowPathThread | None = None
         self.reasons = native.drop_reasons()
         self.running = False
         self.metrics_url: str | None = None  # set by whoever serves metrics
@@ -241,6 +289,7 @@ class Dataplane:
             h = native.worker_create(wi, sock, self._pool_for(sock))
             native.worker_set_cycle_sampling(h, self.cfg.run.cycle_sample_shift)
             native.worker_set_idle_rx_skip(h, self.cfg.run.idle_rx_skip)
+            self._set_punt_police(h, self.cfg.slowpath.police)
             self._worker_handles.append(h)
             for p in self.ports:
                 if p.cfg.poll and wi < p.nb_rxq:
@@ -252,6 +301,18 @@ class Dataplane:
 
     def _port_id(self, name: str) -> int:
         return self.port(name).port_id
+
+    def _set_punt_police(self, h, police) -> None:
+        """Each worker polices its own punts: its share of every reason's rate."""
+        n = len(self.cfg.eal.workers)
+        for reason, name in enumerate(native.punt_reason_names()):
+            p = getattr(police, name)
+            native.worker_set_punt_policer(h, reason, p.rate / n, max(1, p.burst // n))
+
+    def set_punt_police(self, police) -> None:
+        """New punt rates, live: single words the workers read per punt."""
+        for h in self._worker_handles:
+            self._set_punt_police(h, police)
 
     @property
     def netflow(self) -> list:
@@ -313,6 +374,8 @@ class Dataplane:
                 native.port_start(p.port_id)
             for c in self.controllers:
                 c.start()
+            self.slowpath = SlowPathThread(self)
+            self.slowpath.start()
             for w in self.workers:
                 w.start()
             for w in self.workers:
@@ -450,6 +513,8 @@ class Dataplane:
         """Stop the workers and flush what stages hold (every cached flow goes
         to the collectors). Counters are final afterwards; ports still open."""
         self.stop_workers(timeout)
+        if self.slowpath is not None:
+            self.slowpath.stop()
         for c in self.controllers:
             try:
                 c.shutdown()
@@ -458,6 +523,7 @@ class Dataplane:
 
     def stop(self, timeout: float = 5.0) -> None:
         self.quiesce(timeout)
+        self.slowpath = None  # its readers point into the workers freed below
         sys.setswitchinterval(getattr(self, "_switch_interval", sys.getswitchinterval()))
         for p in self.ports:
             try:

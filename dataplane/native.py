@@ -3,6 +3,7 @@ every return code through one ``check()``. Nothing here knows about config.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -15,7 +16,6 @@ MAX_PORTS = lib.DP_MAX_PORTS
 POLL_TIMEOUT = lib.DP_POLL_TIMEOUT
 POLL_ATTENTION = lib.DP_POLL_ATTENTION
 POLL_STOP = lib.DP_POLL_STOP
-POLL_PUNT = lib.DP_POLL_PUNT
 
 
 def last_error() -> str:
@@ -308,11 +308,22 @@ def _drops(arr, names: list[str]) -> dict[str, int]:
     return {name: arr[i] for i, name in enumerate(names)}
 
 
+@functools.cache
+def punt_reason_names() -> tuple[str, ...]:
+    names = []
+    while (p := lib.dp_punt_reason_name(len(names))) != ffi.NULL:
+        names.append(ffi.string(p).decode())
+    return tuple(names)
+
+
 def worker_stats(w, reasons: list[str]) -> dict:
     st = ffi.new("struct dp_worker_stats *")
     lib.dp_worker_stats(w, st)
     out = {f: getattr(st, f) for f in WORKER_STATS_FIELDS}
     out["drops"] = _drops(st.drops, reasons)
+    punts = punt_reason_names()
+    out["punts"] = _drops(st.punts, punts)
+    out["punt_policed"] = _drops(st.punt_policed, punts)
     return out
 
 
@@ -344,6 +355,20 @@ def stage_stats(st, reasons: list[str]) -> dict:
 
 def worker_inject(w, port_id: int, data: bytes) -> None:
     check(lib.dp_worker_inject(w, port_id, data, len(data)), "inject", WorkerError)
+
+
+def worker_set_punt_policer(w, reason: int, rate: float, burst: int) -> None:
+    check(lib.dp_worker_set_punt_policer(w, reason, rate, burst), "punt policer", WorkerError)
+
+
+def punt_wait(workers, timeout_us: int) -> int:
+    """Wait (GIL released) until a punt ring of ``workers`` (a cffi array of
+    worker pointers, see punt_wait_set) holds a packet; how many they hold."""
+    return lib.dp_punt_wait(workers, len(workers), timeout_us)
+
+
+def punt_wait_set(handles: list):
+    return ffi.new("struct dp_worker *[]", handles)
 
 
 PUNT_CAP = 16384
@@ -580,13 +605,6 @@ NH_KIND_NAMES = {v: k for k, v in NH_KINDS.items()}
 FF_STATS_FIELDS = ("fastforward", "forward", "flows", "created", "refreshed",
                    "reaped_invalid", "reaped_lru", "expired", "invalidated", "uses",
                    "maxflows", "hashsize")
-
-
-def punt_reason_names() -> list[str]:
-    names = []
-    while (p := lib.dp_punt_reason_name(len(names))) != ffi.NULL:
-        names.append(ffi.string(p).decode())
-    return names
 
 
 def router_create(max_nexthops: int, v4_max_routes: int, v4_tbl8: int,

@@ -29,7 +29,7 @@ LIVE_KEYS = {
                 "icmp_burst", "neighbour_reachable_s", "routes", "neighbours"},
 }
 # Top-level sections that can change live, and how.
-LIVE_SECTIONS = {"pipeline"}
+LIVE_SECTIONS = {"pipeline", "slowpath"}
 
 
 class RestartRequired(ConfigError):
@@ -59,6 +59,8 @@ def plan(dp, new: Config, source: str) -> list[tuple[str, Callable[[], None]]]:
                               f"restart (running {[s.stage for s in old.pipeline]}, "
                               f"file {[s.stage for s in new.pipeline]})")
     steps: list[tuple[str, Callable[[], None]]] = []
+    if old.slowpath != new.slowpath:
+        steps.append(("slowpath.police", lambda: dp.set_punt_police(new.slowpath.police)))
     for i, (o, n) in enumerate(zip(old.pipeline, new.pipeline)):
         a, b = _dump(o), _dump(n)
         changed = {k for k in a if a[k] != b[k]}

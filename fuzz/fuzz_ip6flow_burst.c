@@ -38,7 +38,7 @@ static void snap(struct dp_stage *st, struct counts *c)
     dp_ip6flow_stats(st, 6, &s6);
     c->fwd = s4.fastforward + s4.forward + s6.fastforward + s6.forward;
     c->punts = 0;
-    for (i = 0; i < DP_FF_MAX_REASONS; i++)
+    for (i = 0; i < DP_MAX_PUNT_REASONS; i++)
         c->punts += s4.punts[i] + s6.punts[i];
     c->drops = st->stats.dropped;
     if (s4.flows > s4.maxflows || s6.flows > s6.maxflows) {

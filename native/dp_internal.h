@@ -30,6 +30,7 @@
     _(BAD_EGRESS, "bad_egress") /* egress port not set up on this worker */  \
     _(TX_FULL, "tx_full")       /* the port did not take the packet */       \
     _(PUNT_FULL, "punt_full")   /* slow path ring full */                    \
+    _(PUNT_POLICED, "punt_policed") /* over its reason's punt rate */        \
     _(INJECT_BAD_PORT, "inject_bad_port")                                   \
     _(NO_ACTIVE_LINK, "no_active_link") /* one2many: every link is down */ \
     _(L2_TRUNCATED, "l2_truncated")     /* router: runt frame */            \
@@ -101,6 +102,17 @@ struct dp_rxq {
  * DP_CLOCK_SKIPS + 1 loops (worker.c). */
 #define DP_CLOCK_SKIPS 3
 
+/* A token bucket in nanoseconds of credit: a packet costs cost_ns, the
+ * bucket holds depth_ns (burst packets' worth). cost_ns 0: no limit.
+ * Configured from any thread (single aligned words, last_ns zeroed: full
+ * again); used by the worker. */
+struct dp_punt_policer {
+    uint64_t cost_ns;
+    uint64_t depth_ns;
+    uint64_t credit_ns;
+    uint64_t last_ns;
+};
+
 struct dp_txbuf {
     uint16_t n;
     uint16_t queue;
@@ -132,6 +144,7 @@ struct dp_worker {
     uint64_t tick_interval_tsc;
     uint64_t last_tick_tsc;
     uint64_t last_exit_tsc;
+    struct dp_punt_policer police[DP_MAX_PUNT_REASONS];
 
     struct dp_worker_stats stats __rte_cache_aligned;
     struct dp_worker_port_stats port_stats[DP_MAX_PORTS];
@@ -267,19 +280,52 @@ static inline void dp_emit_bulk(struct dp_worker *w, uint16_t out_port,
     }
 }
 
-/* Hand a packet to Python with why (DP_PUNT_*); the reason rides in the
- * RSS hash field, which nothing reads after the stages. */
+/* May one more packet go to the slow path? Takes a token if so. */
+static inline int dp_punt_admit(struct dp_punt_policer *p)
+{
+    const uint64_t cost = __atomic_load_n(&p->cost_ns, __ATOMIC_RELAXED);
+    uint64_t now, credit, depth;
+
+    if (cost == 0)
+        return 1;
+    depth = __atomic_load_n(&p->depth_ns, __ATOMIC_RELAXED);
+    now = dp_clock_ns();
+    /* A new bucket (last 0) or a clock stepped back finds a full bucket. */
+    credit = p->last_ns && now >= p->last_ns ? p->credit_ns + (now - p->last_ns)
+                                              : depth;
+    p->last_ns = now;
+    if (credit > depth)
+        credit = depth;
+    if (credit < cost) {
+        p->credit_ns = credit;
+        return 0;
+    }
+    p->credit_ns = credit - cost;
+    return 1;
+}
+
+/* Hand a packet to Python with why (DP_PUNT_*), within the reason's rate;
+ * the reason rides in the RSS hash field, which nothing reads after the
+ * stages. */
 static inline void dp_punt_why(struct dp_stage *st, struct rte_mbuf *m,
                                uint32_t reason)
 {
     struct dp_worker *w = st->w;
 
+    if (unlikely(reason >= DP_MAX_PUNT_REASONS))
+        reason = DP_PUNT_OTHER;
+    if (unlikely(!dp_punt_admit(&w->police[reason]))) {
+        w->stats.punt_policed[reason]++;
+        dp_drop(st, m, DP_DROP_PUNT_POLICED);
+        return;
+    }
     m->hash.usr = reason;
     if (unlikely(rte_ring_sp_enqueue(w->punt_ring, m) != 0)) {
         dp_drop(st, m, DP_DROP_PUNT_FULL);
         return;
     }
     w->stats.punted++;
+    w->stats.punts[reason]++;
 }
 
 static inline void dp_punt(struct dp_stage *st, struct rte_mbuf *m)

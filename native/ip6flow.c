@@ -897,29 +897,6 @@ int dp_ip6flow_show(struct dp_stage *st, int family, uint32_t *cursor,
     return (int)n;
 }
 
-static const char *const punt_reason_names[] = {
-    [DP_PUNT_OTHER] = "other",
-    [DP_PUNT_LOCAL] = "local",
-    [DP_PUNT_RESOLVE] = "resolve",
-    [DP_PUNT_NO_ROUTE] = "no_route",
-    [DP_PUNT_HOP_LIMIT] = "hop_limit",
-    [DP_PUNT_TOO_BIG] = "too_big",
-    [DP_PUNT_HBH] = "hbh",
-    [DP_PUNT_IP4_OPTIONS] = "ip4_options",
-    [DP_PUNT_L2_MULTICAST] = "l2_multicast",
-    [DP_PUNT_MULTICAST] = "multicast",
-    [DP_PUNT_ARP] = "arp",
-    [DP_PUNT_SCOPE] = "scope",
-};
-_Static_assert(RTE_DIM(punt_reason_names) <= DP_FF_MAX_REASONS,
-               "raise DP_FF_MAX_REASONS");
-
-const char *dp_punt_reason_name(unsigned reason)
-{
-    return reason < RTE_DIM(punt_reason_names) ? punt_reason_names[reason]
-                                                : NULL;
-}
-
 const struct dp_stage_ops dp_ip6flow_ops = {
     .kind = "ip6flow",
     .priv_size = sizeof(struct ip6flow),

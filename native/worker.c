@@ -4,13 +4,15 @@
  * One struct dp_worker per worker thread. Only that thread writes it (the
  * counters included); other threads read counters without locks and sum
  * them. The loop returns to Python only when Python has something to do:
- * stop, a command (attention flag), punted packets, or the time budget.
+ * stop, a command (attention flag), or the time budget. Punted packets go
+ * to the slow path's own thread, which drains every worker's punt ring.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <rte_ethdev.h>
 #include <rte_errno.h>
@@ -37,6 +39,29 @@ const char *dp_drop_reason_name(unsigned reason)
 unsigned dp_drop_reason_count(void)
 {
     return DP_DROP__COUNT;
+}
+
+static const char *const punt_reason_names[] = {
+    [DP_PUNT_OTHER] = "other",
+    [DP_PUNT_LOCAL] = "local",
+    [DP_PUNT_RESOLVE] = "resolve",
+    [DP_PUNT_NO_ROUTE] = "no_route",
+    [DP_PUNT_HOP_LIMIT] = "hop_limit",
+    [DP_PUNT_TOO_BIG] = "too_big",
+    [DP_PUNT_HBH] = "hbh",
+    [DP_PUNT_IP4_OPTIONS] = "ip4_options",
+    [DP_PUNT_L2_MULTICAST] = "l2_multicast",
+    [DP_PUNT_MULTICAST] = "multicast",
+    [DP_PUNT_ARP] = "arp",
+    [DP_PUNT_SCOPE] = "scope",
+};
+_Static_assert(RTE_DIM(punt_reason_names) <= DP_MAX_PUNT_REASONS,
+               "raise DP_MAX_PUNT_REASONS");
+
+const char *dp_punt_reason_name(unsigned reason)
+{
+    return reason < RTE_DIM(punt_reason_names) ? punt_reason_names[reason]
+                                                : NULL;
 }
 
 void dp_request_stop(void)
@@ -367,11 +392,9 @@ int dp_worker_poll(struct dp_worker *w, uint64_t budget_us)
 {
     const uint64_t hz = dp_tsc_hz();
     const uint64_t entry = rte_rdtsc();
-    /* budget 0: stay until Python has something to do (stop, command, punt). */
+    /* budget 0: stay until Python has something to do (stop, command). */
     const uint64_t deadline = budget_us ? entry + budget_us * hz / 1000000
                                         : UINT64_MAX;
-    /* Punted packets wait at most ~1 ms for Python to pick them up. */
-    const uint64_t punt_after = entry + hz / 1000;
     struct rte_mbuf *pkts[DP_BURST];
     uint64_t t = entry;
     unsigned clock_skips = 0;   /* loops since the clock was last read */
@@ -475,10 +498,6 @@ int dp_worker_poll(struct dp_worker *w, uint64_t budget_us)
             reason |= DP_POLL_ATTENTION;
             break;
         }
-        if (unlikely(t >= punt_after && rte_ring_count(w->punt_ring))) {
-            reason |= DP_POLL_PUNT;
-            break;
-        }
         if (unlikely(t >= deadline)) {
             reason |= DP_POLL_TIMEOUT;
             break;
@@ -548,6 +567,53 @@ int dp_worker_punt_recv(struct dp_worker *w, uint8_t *buf, uint32_t cap,
 unsigned dp_worker_punt_pending(const struct dp_worker *w)
 {
     return rte_ring_count(w->punt_ring);
+}
+
+int dp_worker_set_punt_policer(struct dp_worker *w, unsigned reason,
+                               double rate, uint32_t burst)
+{
+    struct dp_punt_policer *p;
+    uint64_t cost;
+
+    if (reason >= DP_MAX_PUNT_REASONS || !(rate >= 0) || rate > 1e9 ||
+        (rate > 0 && burst == 0)) {
+        dp_set_error(EINVAL, "punt policer %u: rate %g, burst %u", reason,
+                     rate, burst);
+        return -EINVAL;
+    }
+    p = &w->police[reason];
+    cost = rate > 0 ? (uint64_t)(1e9 / rate) : 0;
+    if (cost == 0 && rate > 0)
+        cost = 1;
+    __atomic_store_n(&p->depth_ns, cost * burst, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->cost_ns, cost, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->last_ns, 0, __ATOMIC_RELEASE); /* starts full */
+    return 0;
+}
+
+unsigned dp_punt_wait(struct dp_worker *const *ws, unsigned n,
+                      uint32_t timeout_us)
+{
+    /* Short naps while the timeout allows: a punt waits at most one nap,
+     * and the naps grow while the rings stay empty (an idle router wakes
+     * ~2k times a second, not 20k). */
+    uint64_t waited_us = 0, nap_us = 50;
+
+    for (;;) {
+        unsigned i, pending = 0;
+        struct timespec ts;
+
+        for (i = 0; i < n; i++)
+            pending += rte_ring_count(ws[i]->punt_ring);
+        if (pending || waited_us >= timeout_us)
+            return pending;
+        nap_us = RTE_MIN(nap_us, timeout_us - waited_us);
+        ts.tv_sec = 0;
+        ts.tv_nsec = (long)nap_us * 1000;
+        nanosleep(&ts, NULL);
+        waited_us += nap_us;
+        nap_us = RTE_MIN(nap_us * 2, 500u);
+    }
 }
 
 /* ---- counters, read lock-free from any thread -------------------------------- */

@@ -24,7 +24,6 @@
 #define DP_POLL_TIMEOUT 1
 #define DP_POLL_ATTENTION 2
 #define DP_POLL_STOP 4
-#define DP_POLL_PUNT 8
 
 /* ---- errors ------------------------------------------------------------ */
 const char *dp_last_error(void);
@@ -147,6 +146,28 @@ void dp_pcapfile_close(struct dp_pcapfile *f);
 void dp_pcapfile_stats(const struct dp_pcapfile *f,
                        struct dp_pcapfile_stats *out);
 
+/* ---- punts: packets for the slow path ---------------------------------------- */
+/*
+ * A stage that cannot finish a packet punts it with why (dp_worker_punt_recv
+ * returns it). Each worker polices its punts per reason with a token bucket
+ * before its punt ring: a storm costs the fast path a counter increment.
+ */
+#define DP_PUNT_OTHER 0        /* punted by a stage without a reason */
+#define DP_PUNT_LOCAL 1        /* addressed to one of our addresses */
+#define DP_PUNT_RESOLVE 2      /* next hop has no MAC yet */
+#define DP_PUNT_NO_ROUTE 3     /* no route (or a reject route) */
+#define DP_PUNT_HOP_LIMIT 4    /* hop limit / TTL <= 1: time exceeded */
+#define DP_PUNT_TOO_BIG 5      /* larger than the egress MTU */
+#define DP_PUNT_HBH 6          /* IPv6 hop-by-hop options header */
+#define DP_PUNT_IP4_OPTIONS 7  /* IPv4 header with options */
+#define DP_PUNT_L2_MULTICAST 8 /* link-layer multicast/broadcast */
+#define DP_PUNT_MULTICAST 9    /* IP multicast destination (NDP...) */
+#define DP_PUNT_ARP 10         /* ARP */
+#define DP_PUNT_SCOPE 11       /* link-local source to be routed off-link */
+#define DP_MAX_PUNT_REASONS 16
+
+const char *dp_punt_reason_name(unsigned reason);   /* NULL past the end */
+
 /* ---- workers -------------------------------------------------------------- */
 struct dp_worker;
 struct dp_stage;
@@ -170,6 +191,8 @@ struct dp_worker_stats {
     uint64_t polls;            /* calls of dp_worker_poll */
     uint64_t max_gap_cycles;   /* longest time spent outside the C loop */
     uint64_t last_gap_cycles;
+    uint64_t punts[DP_MAX_PUNT_REASONS];        /* handed to the punt ring */
+    uint64_t punt_policed[DP_MAX_PUNT_REASONS]; /* over the reason's rate: dropped */
 };
 
 struct dp_worker_port_stats {
@@ -207,7 +230,8 @@ int dp_worker_set_port_via(struct dp_worker *w, uint16_t port_id,
 int dp_worker_thread_init(struct dp_worker *w, int cpu);
 void dp_worker_thread_fini(struct dp_worker *w);
 /* Runs the burst loop with the GIL released for up to budget_us (0: until
- * stop, a command or punted packets); returns DP_POLL_* bits saying why. */
+ * stop or a command): punted packets never bring it back, the slow path's
+ * own thread takes them (dp_punt_wait). Returns DP_POLL_* bits saying why. */
 int dp_worker_poll(struct dp_worker *w, uint64_t budget_us);
 void dp_worker_notify(struct dp_worker *w);
 /* Per-stage cycle accounting costs two TSC reads per burst (~26 cycles
@@ -229,6 +253,15 @@ const char *dp_stage_kind(const struct dp_stage *st);
 void dp_stage_stats(const struct dp_stage *st, struct dp_stage_stats *out);
 
 /* Slow path rings: packets to Python (punt) and from Python (inject). */
+/* Police punts of one reason on this worker: rate packets per second, burst
+ * at once (rate 0: no limit). Any thread; takes effect with the next punt. */
+int dp_worker_set_punt_policer(struct dp_worker *w, unsigned reason,
+                               double rate, uint32_t burst);
+/* The slow path's wait, GIL released: returns as soon as one of the n
+ * workers' punt rings holds a packet (how many they hold), or 0 after
+ * timeout_us. Sleeps between looks; never touches a worker's loop. */
+unsigned dp_punt_wait(struct dp_worker *const *ws, unsigned n,
+                      uint32_t timeout_us);
 int dp_worker_inject(struct dp_worker *w, uint16_t port_id,
                      const uint8_t *data, uint32_t len);
 /* reason: the DP_PUNT_* the stage gave (DP_PUNT_OTHER if none). */
@@ -520,23 +553,6 @@ int dp_router_set_port(struct dp_router *r, uint16_t port, const uint8_t *mac,
 uint32_t dp_router_generation(const struct dp_router *r);
 
 /* ---- stage: ip6flow (NetBSD ip6_flow.c + ip_flow.c fast-forward cache) ---- */
-/*
- * Punted packets carry why they were punted; dp_worker_punt_recv returns it.
- */
-#define DP_PUNT_OTHER 0        /* punted by a stage without a reason */
-#define DP_PUNT_LOCAL 1        /* addressed to one of our addresses */
-#define DP_PUNT_RESOLVE 2      /* next hop has no MAC yet */
-#define DP_PUNT_NO_ROUTE 3     /* no route (or a reject route) */
-#define DP_PUNT_HOP_LIMIT 4    /* hop limit / TTL <= 1: time exceeded */
-#define DP_PUNT_TOO_BIG 5      /* larger than the egress MTU */
-#define DP_PUNT_HBH 6          /* IPv6 hop-by-hop options header */
-#define DP_PUNT_IP4_OPTIONS 7  /* IPv4 header with options */
-#define DP_PUNT_L2_MULTICAST 8 /* link-layer multicast/broadcast */
-#define DP_PUNT_MULTICAST 9    /* IP multicast destination (NDP...) */
-#define DP_PUNT_ARP 10         /* ARP */
-#define DP_PUNT_SCOPE 11       /* link-local source to be routed off-link */
-
-#define DP_FF_MAX_REASONS 16
 
 struct dp_ip6flow_conf {
     uint32_t maxflows;          /* IPv6 cache (0: off); per worker */
@@ -559,7 +575,7 @@ struct dp_ip6flow_stats {
     uint64_t expired;       /* idle timeout */
     uint64_t invalidated;   /* freed by invalidate/maxflows/timer on a stale route */
     uint64_t uses;          /* folded per-flow uses of freed flows */
-    uint64_t punts[DP_FF_MAX_REASONS];
+    uint64_t punts[DP_MAX_PUNT_REASONS];
     uint32_t maxflows;
     uint32_t hashsize;
 };
@@ -577,7 +593,6 @@ struct dp_ip6flow_entry {
     uint8_t valid;          /* generation current */
 };
 
-const char *dp_punt_reason_name(unsigned reason);
 int dp_ip6flow_attach(struct dp_stage *st, struct dp_router *r);
 /* On the worker's thread (or before it runs): family 4 or 6. Lowering
  * maxflows reaps at once; a new hashsize flushes the cache. */

@@ -131,3 +131,25 @@ def test_router_example_documents_every_ip6flow_key_with_its_default():
         if key not in ("interfaces", "routes", "neighbours"):
             assert getattr(defaults, key) == value, key
     assert {k for r in stage["routes"] for k in r} == set(config.RouteConfig.model_fields)
+
+
+def test_reference_documents_every_punt_reason_with_its_default():
+    from dataplane import native
+    police = tomllib.loads(REFERENCE.read_text())["slowpath"]["police"]
+    defaults = config.PuntPolice()
+    # one bucket per reason the C side punts with, named as it names them
+    assert tuple(config.PuntPolice.model_fields) == native.punt_reason_names()
+    assert set(police) == set(config.PuntPolice.model_fields)
+    for reason, bucket in police.items():
+        assert getattr(defaults, reason).model_dump() == bucket, reason
+
+
+def test_a_bad_punt_rate_names_the_reason(tmp_path):
+    p = tmp_path / "p.toml"
+    p.write_text('[[ports]]\nname = "a"\ndevice = "net_null0"\n[[pipeline]]\nstage = "xconnect"\n'
+                 'map = {}\n[slowpath.police]\nhop_limit = { rate = 0, burst = 10 }\n')
+    with pytest.raises(ConfigError, match=r"slowpath\.police\.hop_limit\.rate.*greater than 0"):
+        config.load(p)
+    p.write_text(p.read_text().replace("hop_limit", "hop_limits").replace("rate = 0", "rate = 5"))
+    with pytest.raises(ConfigError, match=r"slowpath\.police\.hop_limits"):
+        config.load(p)

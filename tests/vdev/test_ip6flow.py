@@ -16,6 +16,8 @@ Frames are built with scapy; the pcaps are read after the dataplane stopped
 """
 from __future__ import annotations
 
+import threading
+
 import pytest
 from scapy.layers.inet import ICMP, IP, UDP, IPOption_NOP, IPOption_RR
 from scapy.layers.inet6 import (
@@ -35,6 +37,7 @@ from scapy.packet import Raw
 from scapy.utils import rdpcap
 
 from dataplane import native
+from dataplane.config import PuntPolice, PuntPolicer
 from dataplane.errors import ConfigError
 from dataplane.ip6flow import Ip6flowError
 from dataplane.slowpath import OUTCOMES
@@ -144,14 +147,14 @@ via = "198.18.0.2"
 """
 
 
-def router_cfg(file_prefix, tmp_path, wan2: bool = False, **stage):
+def router_cfg(file_prefix, tmp_path, wan2: bool = False, extra: str = "", **stage):
     body = (port("lan", "net_ring0")
             + port("wan", f"net_pcap1,tx_pcap={tmp_path}/wan.pcap", poll=False)
             + f"mtu = {WAN_MTU}\n"
             + port("back", f"net_pcap2,tx_pcap={tmp_path}/back.pcap", poll=False)
             + (port("wan2", "net_ring1") if wan2 else "")
             + stage_toml(**stage) + (WAN2_TOML if wan2 else ""))
-    return vdev_config(file_prefix, body)
+    return vdev_config(file_prefix, body, extra=extra)
 
 
 
@@ -1017,3 +1020,46 @@ def test_a_silent_learnt_neighbour_is_polled_then_forgotten_and_resolves_again(
         r.settle()
         assert r.stats()["punts"]["resolve"] == 1 and r.sp.stats["held"] == 1
         assert r.sp.stats["nud_probes_sent"] == 3
+
+
+# ---- 9. punts: policed per reason in C, handled on the slow path's own thread ------
+
+POLICE_HOP_LIMIT = """
+[slowpath.police]
+hop_limit = { rate = 1, burst = 5 }
+"""
+
+
+def test_punts_over_their_reasons_rate_are_dropped_in_c_and_counted(tmp_path, file_prefix, clock):
+    """The manual clock stands still: a bucket of 5 lets 5 through, the rest
+    are policed; 2 s later, 2 more tokens (rate 1/s); a live change of the
+    rate takes effect at the next punt. Other reasons keep their own buckets."""
+    threads = set()
+    with running(router_cfg(file_prefix, tmp_path, extra=POLICE_HOP_LIMIT),
+                 before_start=lambda dp: dp.on_punt(
+                     lambda *a: threads.add(threading.current_thread().name))) as dp:
+        r = Router(dp)
+        r.send(*[udp6(hlim=1, seq=i) for i in range(30)], *[udp4(ttl=1, seq=100 + i) for i in range(20)])
+        snap = r.settle()
+        w = snap.workers[0]
+        assert (w["punts"]["hop_limit"], w["punt_policed"]["hop_limit"]) == (5, 45)
+        assert snap.totals["drops"]["punt_policed"] == 45 and snap.totals["punted"] == 5
+        assert r.sp.stats["icmp_time_exceeded"] == 5
+        # neighbour discovery is not starved by the storm: its own bucket
+        r.send(Ether(dst="33:33:ff:00:00:01", src=BACK_MAC) / IPv6(src="fe80::99", dst="ff02::1:ff00:1", hlim=255)
+               / ICMPv6ND_NS(tgt=LAN6) / ICMPv6NDOptSrcLLAddr(lladdr=BACK_MAC))
+        snap = r.settle()
+        assert snap.workers[0]["punts"]["multicast"] == 1 and r.sp.stats["na_sent"] == 1
+
+        native.clock_set_manual(T0_NS + 2_000_000_000)
+        r.send(*[udp6(hlim=1, seq=200 + i) for i in range(10)])
+        snap = r.settle()
+        assert (snap.workers[0]["punts"]["hop_limit"], snap.workers[0]["punt_policed"]["hop_limit"]) == (7, 53)
+
+        dp.set_punt_police(PuntPolice(hop_limit=PuntPolicer(rate=1000, burst=1000)))
+        native.clock_set_manual(T0_NS + 3_000_000_000)
+        r.send(*[udp6(hlim=1, seq=300 + i) for i in range(10)])
+        snap = r.settle()
+        assert (snap.workers[0]["punts"]["hop_limit"], snap.workers[0]["punt_policed"]["hop_limit"]) == (17, 53)
+        assert sum(snap.totals["drops"].values()) == snap.totals["dropped"] and conserved(snap)
+    assert threads == {"dp-slowpath"}, "punts are handled on the slow path's own thread only"

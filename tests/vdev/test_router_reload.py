@@ -65,3 +65,30 @@ def test_reload_refuses_a_structural_change_and_keeps_running_config(file_prefix
         with pytest.raises(reload.RestartRequired, match=r"pipeline\[0\]\.max_nexthops"):
             reload.apply(dp, new, "<new>")
         assert static_routes(c) == {"2001:db8:a::/48"}
+
+
+def test_reload_changes_punt_rates_live(file_prefix, tmp_path):
+    """A reload applies [slowpath.police] at the next punt: 20 pings to the
+    router, a bucket of 3, then (reloaded) a bucket of 100."""
+    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
+    from scapy.layers.l2 import Ether
+
+    def police(burst: int) -> str:
+        return f"[slowpath.police]\nlocal = {{ rate = 0.001, burst = {burst} }}\n"
+
+    with running(vdev_config(file_prefix, PORTS + router(ROUTE_A), extra=police(3))) as dp:
+        lan = dp.port("lan").info.mac
+        ping = bytes(Ether(dst=lan) / IPv6(src="2001:db8:1::9", dst="2001:db8:1::1") / ICMPv6EchoRequest())
+
+        def pings_then_counts(n: int) -> tuple[int, int]:
+            for _ in range(n):  # out of the lan ring and back in (with our echo replies)
+                dp.inject("lan", ping)
+            assert dp.wait_idle()
+            w = dp.snapshot().workers[0]
+            return w["punts"]["local"], w["punt_policed"]["local"]
+
+        assert pings_then_counts(20) == (3, 17)
+        applied = reload.apply(dp, vdev_config(file_prefix, PORTS + router(ROUTE_A), extra=police(100)),
+                               "<new>")
+        assert applied == ["slowpath.police"]
+        assert pings_then_counts(20) == (23, 17)

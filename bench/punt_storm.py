@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""The router under slow-path storms: good traffic forwarded while a share of
+the input needs the slow path, against the same router on clean traffic,
+measured in the same run.
+
+Traffic: a pcap replayed forever by net_pcap (infinite_rx) into ONE worker
+(cpu 1) running the router (ip6flow) of two ports: `in` (the pcap, and the
+way back for ICMP errors and replies) and `out` (a net_null sink, one route
+behind it). Good frames are 64-byte IPv6 UDP frames of 1024 flows, routed to
+`out`; a scenario replaces a share of them with frames the fast path cannot
+finish: hop limit 1 (ICMP time exceeded), IPv6 hop-by-hop options and IPv4
+options (forwarded by the slow path), neighbour solicitations and ARP
+requests for unknown targets, pings to the router. Each scenario is one
+`dataplane run --duration D --json`; the figures are its final counters.
+
+Printed per scenario: good packets out per second, their ratio to
+clean x (1 - share) (the issue's bar: >= 0.95), the worker's longest time
+outside its C loop (bar: <= 200 us), punts handed to the slow path and
+policed in C, ICMP errors sent per second against the configured rate, and
+two conservation checks (every packet the worker saw is forwarded, dropped
+or punted; every punt ends in exactly one slow-path outcome).
+
+Run: .venv/bin/python bench/punt_storm.py [--duration 4] [--only hop_limit_10]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from scapy.layers.inet import IP, UDP, IPOption_NOP, IPOption_RR
+from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6, IPv6ExtHdrHopByHop
+from scapy.layers.l2 import ARP, Ether
+from scapy.utils import wrpcap
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import MAIN_CPU, WORKER_CPU, last_json, unique_prefix  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+ROUTER_MAC = "02:70:63:61:70:00"   # net_pcap0's MAC (drivers/net/pcap: 02:'p':'c':'a':'p':0)
+HOST_MAC = "02:00:00:00:00:01"
+FRAMES = 10_000                   # per pcap; a storm frame every 1/share
+FLOWS = 1024
+ICMP_RATE, ICMP_BURST = 100, 10
+
+CONFIG = f"""\
+[eal]
+workers = [{WORKER_CPU}]
+main_core = {MAIN_CPU}
+hugepages = false
+memory_mb = 512
+file_prefix = "{{prefix}}"
+log_level = "warning"
+
+[mempool]
+mbufs = 32767
+
+[metrics]
+enabled = false
+
+[control]
+enabled = false
+
+[[ports]]
+name = "in"
+device = "net_pcap0,rx_pcap={{pcap}},infinite_rx=1"
+
+[[ports]]
+name = "out"
+device = "net_null0,no-rx=1"
+poll = false
+
+[[pipeline]]
+stage = "ip6flow"
+icmp_rate = {ICMP_RATE}
+icmp_burst = {ICMP_BURST}
+
+[[pipeline.interfaces]]
+port = "in"
+addresses = ["2001:db8:1::1/64", "192.0.2.1/24"]
+
+[[pipeline.interfaces]]
+port = "out"
+addresses = ["2001:db8:2::1/64", "198.51.100.1/24"]
+
+[[pipeline.routes]]
+prefix = "2001:db8:99::/48"
+via = "2001:db8:2::2"
+
+[[pipeline.routes]]
+prefix = "10.99.0.0/16"
+via = "198.51.100.2"
+
+[[pipeline.neighbours]]
+address = "2001:db8:2::2"
+mac = "02:00:00:00:00:02"
+port = "out"
+
+[[pipeline.neighbours]]
+address = "198.51.100.2"
+mac = "02:00:00:00:00:02"
+port = "out"
+"""
+
+
+def good(i: int) -> Ether:
+    return (Ether(dst=ROUTER_MAC, src=HOST_MAC)
+            / IPv6(src=f"2001:db8:1::{i % FLOWS + 16:x}", dst="2001:db8:99::1", hlim=64)
+            / UDP(sport=1024 + i % FLOWS, dport=9))
+
+
+def hop_limit_1(i: int) -> Ether:
+    return (Ether(dst=ROUTER_MAC, src=HOST_MAC)
+            / IPv6(src=f"2001:db8:1::{i % FLOWS + 16:x}", dst="2001:db8:99::1", hlim=1)
+            / UDP(sport=33434 + i % 64, dport=33434))
+
+
+def hop_by_hop(i: int) -> Ether:
+    return (Ether(dst=ROUTER_MAC, src=HOST_MAC)
+            / IPv6(src="2001:db8:1::9", dst="2001:db8:99::1") / IPv6ExtHdrHopByHop()
+            / UDP(sport=1000 + i % 64, dport=9))
+
+
+def ipv4_options(i: int) -> Ether:
+    return (Ether(dst=ROUTER_MAC, src=HOST_MAC)
+            / IP(src="192.0.2.9", dst="10.99.0.1", options=[IPOption_NOP(), IPOption_RR()])
+            / UDP(sport=1000 + i % 64, dport=9))
+
+
+def ns_unknown_target(i: int) -> Ether:
+    target = f"2001:db8:1::{0x1000 + i:x}"
+    return (Ether(dst="33:33:ff:00:00:00", src=HOST_MAC)
+            / IPv6(src="2001:db8:1::9", dst="ff02::1:ff00:0", hlim=255)
+            / ICMPv6ND_NS(tgt=target) / ICMPv6NDOptSrcLLAddr(lladdr=HOST_MAC))
+
+
+def arp_unknown_target(i: int) -> Ether:
+    return (Ether(dst="ff:ff:ff:ff:ff:ff", src=HOST_MAC)
+            / ARP(op=1, hwsrc=HOST_MAC, psrc="192.0.2.9", pdst=f"192.0.2.{100 + i % 100}"))
+
+
+def ping_router(i: int) -> Ether:
+    return (Ether(dst=ROUTER_MAC, src=HOST_MAC)
+            / IPv6(src="2001:db8:1::9", dst="2001:db8:1::1") / ICMPv6EchoRequest(seq=i & 0xFFFF))
+
+
+# name -> (storm frame maker or None, share of the input)
+SCENARIOS = {
+    "clean": (None, 0.0),
+    "hop_limit_1": (hop_limit_1, 0.01),
+    "hop_limit_10": (hop_limit_1, 0.10),
+    "hop_limit_50": (hop_limit_1, 0.50),
+    "hop_by_hop_1": (hop_by_hop, 0.01),
+    "ipv4_options_1": (ipv4_options, 0.01),
+    "ns_flood_10": (ns_unknown_target, 0.10),
+    "arp_flood_10": (arp_unknown_target, 0.10),
+    "ping_flood_10": (ping_router, 0.10),
+}
+
+
+def make_pcap(workdir: Path, name: str) -> Path:
+    maker, share = SCENARIOS[name]
+    every = round(1 / share) if share else 0
+    frames = [maker(i) if every and i % every == 0 else good(i) for i in range(FRAMES)]
+    for f in frames:
+        if len(f) < 60:
+            f /= b"\x00" * (60 - len(f))
+    path = workdir / f"{name}.pcap"
+    wrpcap(str(path), frames)
+    return path
+
+
+def run(workdir: Path, name: str, duration: float) -> dict:
+    prefix = unique_prefix(f"punt_{name}")
+    cfg = workdir / f"{name}.toml"
+    cfg.write_text(CONFIG.format(prefix=prefix, pcap=make_pcap(workdir, name)))
+    r = subprocess.run([sys.executable, "-m", "dataplane", "run", str(cfg), "--duration", str(duration),
+                        "--json"], capture_output=True, text=True, timeout=duration + 120, cwd=REPO)
+    if r.returncode != 0:
+        raise RuntimeError(f"{name}: exit {r.returncode}\n{r.stderr[-3000:]}")
+    return last_json(r.stdout)
+
+
+def figures(name: str, out: dict, clean_pps: float | None) -> dict:
+    _, share = SCENARIOS[name]
+    t, w = out["totals"], out["workers"][0]
+    rf = out["ip6flow"][0]
+    sp = rf["slowpath"]
+    from dataplane.slowpath import OUTCOMES
+    outcomes = sum(sp.get(o, 0) for o in OUTCOMES)
+    errors = sum(sp.get(o, 0) for o in ("icmp_time_exceeded", "icmp_unreachable", "icmp_too_big",
+                                       "icmp_frag_needed", "icmp_parameter_problem"))
+    seconds = out["rates"]["interval_s"]
+    good_pps = out["rates"]["ports"]["out"]["tx"]
+    return {
+        "scenario": name, "share": share, "good_pps": good_pps,
+        "vs_clean": good_pps / (clean_pps * (1 - share)) if clean_pps else 1.0,
+        "max_gap_us": w["max_gap_us"], "punted": t["punted"],
+        "policed": sum(w["punt_policed"].values()),
+        "slowpath_handled": outcomes,
+        "icmp_errors_per_s": max(errors - ICMP_BURST, 0) / seconds if errors else 0.0,
+        "echo_replies": sp.get("echo_replies", 0),
+        "conserved": t["rx"] + t["injected"] == t["tx"] + t["dropped"] + t["punted"],
+        "every_punt_one_outcome": t["punted"] == outcomes,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=4.0, help="seconds per scenario")
+    ap.add_argument("--only", action="append", choices=list(SCENARIOS), help="run just these (clean always)")
+    ap.add_argument("--json-out", help="write the figures as JSON here")
+    args = ap.parse_args()
+    names = ["clean"] + [n for n in SCENARIOS if n != "clean" and (not args.only or n in args.only)]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="punt_storm_") as tmp:
+        clean_runs = [run(Path(tmp), "clean", args.duration)]
+        for name in names[1:]:
+            out = run(Path(tmp), name, args.duration)
+            rows.append((name, out))
+            print(f"  {name}: done", file=sys.stderr, flush=True)
+        clean_runs.append(run(Path(tmp), "clean", args.duration))  # before and after: drift shows
+    clean_pps = sum(o["rates"]["ports"]["out"]["tx"] for o in clean_runs) / len(clean_runs)
+    table = [figures("clean", o, clean_pps) for o in clean_runs]
+    table += [figures(n, o, clean_pps) for n, o in rows]
+    head = (f"{'scenario':<16}{'share':>6}{'good Mpps':>11}{'vs clean':>10}{'max gap us':>12}"
+            f"{'punted':>10}{'policed':>11}{'ICMP err/s':>12}{'echo':>7}  conserved")
+    cleans = ", ".join(f"{o['rates']['ports']['out']['tx'] / 1e6:.3f}" for o in clean_runs)
+    print(f"punt storm: router, 1 worker (cpu {WORKER_CPU}), net_pcap infinite_rx -> ip6flow -> "
+          f"net_null; {args.duration:g} s per scenario; ICMP rate {ICMP_RATE}/s burst {ICMP_BURST}; "
+          f"clean measured first and last ({cleans} Mpps)")
+    print(head)
+    for f in table:
+        print(f"{f['scenario']:<16}{f['share']:>6.0%}{f['good_pps'] / 1e6:>11.3f}{f['vs_clean']:>10.3f}"
+              f"{f['max_gap_us']:>12.1f}{f['punted']:>10}{f['policed']:>11}{f['icmp_errors_per_s']:>12.1f}"
+              f"{f['echo_replies']:>7}  {'yes' if f['conserved'] and f['every_punt_one_outcome'] else 'NO'}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(table, indent=2))
+
+
+if __name__ == "__main__":
+    main()
