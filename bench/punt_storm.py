@@ -211,32 +211,41 @@ def figures(name: str, out: dict, clean_pps: float | None) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=4.0, help="seconds per scenario")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of every scenario (median shown)")
     ap.add_argument("--only", action="append", choices=list(SCENARIOS), help="run just these (clean always)")
     ap.add_argument("--json-out", help="write the figures as JSON here")
     args = ap.parse_args()
-    names = ["clean"] + [n for n in SCENARIOS if n != "clean" and (not args.only or n in args.only)]
-    rows = []
+    storms = [n for n in SCENARIOS if n != "clean" and (not args.only or n in args.only)]
+    # clean, every storm, clean, every storm, ..., clean: each storm is compared
+    # with the mean of the clean runs just before and after it (host drift).
+    cleans: list[dict] = []
+    rounds: list[list[tuple[str, dict]]] = []
     with tempfile.TemporaryDirectory(prefix="punt_storm_") as tmp:
-        clean_runs = [run(Path(tmp), "clean", args.duration)]
-        for name in names[1:]:
-            out = run(Path(tmp), name, args.duration)
-            rows.append((name, out))
-            print(f"  {name}: done", file=sys.stderr, flush=True)
-        clean_runs.append(run(Path(tmp), "clean", args.duration))  # before and after: drift shows
-    clean_pps = sum(o["rates"]["ports"]["out"]["tx"] for o in clean_runs) / len(clean_runs)
-    table = [figures("clean", o, clean_pps) for o in clean_runs]
-    table += [figures(n, o, clean_pps) for n, o in rows]
-    head = (f"{'scenario':<16}{'share':>6}{'good Mpps':>11}{'vs clean':>10}{'max gap us':>12}"
-            f"{'punted':>10}{'policed':>11}{'ICMP err/s':>12}{'echo':>7}  conserved")
-    cleans = ", ".join(f"{o['rates']['ports']['out']['tx'] / 1e6:.3f}" for o in clean_runs)
+        cleans.append(run(Path(tmp), "clean", args.duration))
+        for r in range(args.rounds):
+            rounds.append([(n, run(Path(tmp), n, args.duration)) for n in storms])
+            cleans.append(run(Path(tmp), "clean", args.duration))
+            print(f"  round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    tx = [o["rates"]["ports"]["out"]["tx"] for o in cleans]
+    per_storm: dict[str, list[dict]] = {n: [] for n in storms}
+    for r, runs in enumerate(rounds):
+        for n, out in runs:
+            per_storm[n].append(figures(n, out, (tx[r] + tx[r + 1]) / 2))
+    table = [figures("clean", o, sum(tx) / len(tx)) for o in cleans]
+    for n, figs in per_storm.items():
+        figs.sort(key=lambda f: f["vs_clean"])
+        table.append(dict(figs[len(figs) // 2], rounds=[round(f["vs_clean"], 3) for f in figs]))
     print(f"punt storm: router, 1 worker (cpu {WORKER_CPU}), net_pcap infinite_rx -> ip6flow -> "
-          f"net_null; {args.duration:g} s per scenario; ICMP rate {ICMP_RATE}/s burst {ICMP_BURST}; "
-          f"clean measured first and last ({cleans} Mpps)")
-    print(head)
+          f"net_null; {args.duration:g} s per run, {args.rounds} rounds (median; every round's "
+          f"ratio in brackets); ICMP rate {ICMP_RATE}/s burst {ICMP_BURST}; clean runs "
+          f"{', '.join(f'{v / 1e6:.2f}' for v in tx)} Mpps")
+    print(f"{'scenario':<16}{'share':>6}{'good Mpps':>11}{'vs clean':>10}{'max gap us':>12}"
+          f"{'punted':>10}{'policed':>11}{'ICMP err/s':>12}{'echo':>7}  conserved  rounds")
     for f in table:
         print(f"{f['scenario']:<16}{f['share']:>6.0%}{f['good_pps'] / 1e6:>11.3f}{f['vs_clean']:>10.3f}"
               f"{f['max_gap_us']:>12.1f}{f['punted']:>10}{f['policed']:>11}{f['icmp_errors_per_s']:>12.1f}"
-              f"{f['echo_replies']:>7}  {'yes' if f['conserved'] and f['every_punt_one_outcome'] else 'NO'}")
+              f"{f['echo_replies']:>7}  {'yes' if f['conserved'] and f['every_punt_one_outcome'] else 'NO':<9}"
+              f"  {f.get('rounds', '')}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(table, indent=2))
 

@@ -41,8 +41,13 @@ class NetflowArgs(Args):
     stage: int = Field(0, ge=0, description="which netflow table of the pipeline (0 = first)")
 
 
+AFTER = Field(None, pattern=r"^\d{1,3}:\d{1,10}$",
+              description="go on from here: the 'next' of the previous answer")
+
+
 class ShowArgs(NetflowArgs):
     limit: int = Field(100, ge=1, le=100_000)
+    after: str | None = AFTER
 
 
 class TimeoutArgs(NetflowArgs):
@@ -84,6 +89,21 @@ class FamilyArgs(RouterArgs):
 
 class FlowShowArgs(FamilyArgs):
     limit: int = Field(100, ge=1, le=1_000_000)
+    after: str | None = AFTER
+
+
+def paged(page: tuple[list[dict], tuple[int, int] | None]) -> dict:
+    """A paged answer: the flows, and where the next request goes on from
+    (NGM_NETFLOW_SHOW's `last`; None when the walk is complete)."""
+    rows, nxt = page
+    return {"flows": rows, "next": f"{nxt[0]}:{nxt[1]}" if nxt else None}
+
+
+def position(after: str | None) -> tuple[int, int]:
+    if after is None:
+        return 0, 0
+    worker, slot = after.split(":")
+    return int(worker), int(slot)
 
 
 class LimitArgs(FamilyArgs):
@@ -229,8 +249,9 @@ class ControlServer:
             "stats": Command(lambda a: dp.snapshot().as_dict(), NoArgs, "every counter"),
             "netflow.info": Command(lambda a: self._netflow(a).info(), NetflowArgs,
                                     "ng_netflow info: cache, expiries, export"),
-            "netflow.show": Command(lambda a: self._netflow(a).show(a.limit), ShowArgs,
-                                    "cached flows (paged dump), up to limit"),
+            "netflow.show": Command(
+                lambda a: paged(self._netflow(a).page(a.limit, position(a.after))), ShowArgs,
+                "cached flows, up to limit, and 'next' to go on from (after=)"),
             "netflow.settimeouts": Command(
                 lambda a: self._netflow(a).settimeouts(a.active, a.inactive), TimeoutArgs,
                 "set active and inactive timeouts (s)"),
@@ -251,8 +272,9 @@ class ControlServer:
                 "read and clear a link's counters, atomically per worker"),
             "ip6flow.stats": Command(lambda a: self._r(a, lambda r: r.stats()), RouterArgs,
                                      "fast-forward cache and slow path counters"),
-            "ip6flow.show": Command(lambda a: self._r(a, lambda r: r.show(a.family)[:a.limit]),
-                                    FlowShowArgs, "cached flows of a family, up to limit"),
+            "ip6flow.show": Command(
+                lambda a: self._r(a, lambda r: paged(r.page(a.family, a.limit, position(a.after)))),
+                FlowShowArgs, "cached flows of a family, up to limit, and 'next' (after=)"),
             "ip6flow.maxflows": Command(
                 lambda a: self._r(a, lambda r: r.set_maxflows(a.value, a.family)), LimitArgs,
                 "set maxflows (per worker; 0 disables, lowering reaps at once)"),

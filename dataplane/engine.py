@@ -171,11 +171,13 @@ class Snapshot:
     netflow: list[dict] = field(default_factory=list)
     one2many: list[dict] = field(default_factory=list)
     ip6flow: list[dict] = field(default_factory=list)
+    slowpath: dict = field(default_factory=dict)  # the slow path thread: handled, pending
 
     def as_dict(self) -> dict:
         return {"time": self.time, "ports": self.ports, "workers": self.workers,
                 "stages": self.stages, "pools": self.pools, "totals": self.totals,
-                "netflow": self.netflow, "one2many": self.one2many, "ip6flow": self.ip6flow}
+                "netflow": self.netflow, "one2many": self.one2many, "ip6flow": self.ip6flow,
+                "slowpath": self.slowpath}
 
 
 class Dataplane:
@@ -427,6 +429,35 @@ class Dataplane:
         return self.on_all_workers(
             lambda w: fn(native.worker_stages(w.handle)[index], w), timeout)
 
+    def read_pages(self, index: int, kind: int, arg: int, buf, page: int, convert: Callable,
+                   limit: int, after: tuple[int, int] = (0, 0)) -> tuple[list[dict], tuple[int, int] | None]:
+        """Up to ``limit`` rows of pipeline table ``index``'s per-worker tables
+        (``buf``: a cffi array of ``page`` records; ``convert`` makes a row of
+        one). Each page is read by its worker inside its C loop, between two
+        bursts (a page scans at most DP_DUMP_SCAN_SLOTS slots: tens of
+        microseconds), so a dump never holds a worker out of its loop. ``after``
+        is where to go on from, (worker, slot); returns the rows and the next
+        such position, or None when the walk is complete."""
+        rows: list[dict] = []
+        first, cursor = after
+        for wi in range(first, len(self.workers)):
+            if len(rows) >= limit:
+                return rows, (wi, 0)
+            while len(rows) < limit:
+                with self._teardown_lock:  # the worker is not freed under us
+                    if not self._worker_handles:
+                        raise WorkerError("the dataplane is stopped: its tables are gone")
+                    h = self._worker_handles[wi]
+                    st = native.worker_stages(h)[index]
+                    n, cursor = native.worker_dump(h, st, kind, arg, cursor, buf,
+                                                   min(page, limit - len(rows)))
+                    rows += [dict(convert(buf[i]), worker=wi) for i in range(n)]
+                if cursor == 0:
+                    break
+            if cursor != 0:
+                return rows, (wi, cursor)
+        return rows, None
+
     def wait_idle(self, timeout: float = 10.0, settle: float = 0.2) -> bool:
         """Wait until no worker moved a packet for ``settle`` seconds."""
         deadline = time.monotonic() + timeout
@@ -469,6 +500,7 @@ class Dataplane:
             ws = native.worker_stats(w.handle, self.reasons)
             ws.update(id=w.index, cpu=w.cpu, lcore=w.lcore, tid=w.native_id,
                       max_gap_us=ws["max_gap_cycles"] * 1e6 / hz,
+                      max_dump_page_us=ws["max_dump_cycles"] * 1e6 / hz,
                       punts_unhandled=w.punts_unhandled)
             snap.workers.append(ws)
             for k in ("rx", "tx", "injected", "punted", "dropped"):
@@ -488,6 +520,9 @@ class Dataplane:
             avail, in_use, size = native.pool_counts(pool)
             snap.pools.append({"socket": sock, "avail": avail, "in_use": in_use, "size": size})
         snap.totals = totals
+        if self.slowpath is not None:
+            snap.slowpath = {"handled": self.slowpath.handled,
+                             "pending": sum(native.worker_punt_pending(h) for h in self._worker_handles)}
         snap.netflow = [dict(c.info(), pipeline_index=c.index) for c in self.netflow]
         snap.one2many = [dict(c.info(), pipeline_index=c.index) for c in self.one2many]
         snap.ip6flow = [dict(c.info(), pipeline_index=c.index) for c in self.ip6flow]

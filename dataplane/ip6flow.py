@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 FAMILIES = {"ipv6": 6, "ipv4": 4, "6": 6, "4": 4}
 MONITOR_INTERVAL_S = 0.1
 SLOWPATH_TICK_S = 0.5
+SHOW_PAGE = 256  # flows per page a worker reads between two bursts
 
 
 class Ip6flowError(ValueError):
@@ -145,12 +146,18 @@ class Ip6flowController:
     def info(self) -> dict:
         return self.stats()
 
-    def show(self, family: str | int = "ipv6") -> list[dict]:
-        """Every cached flow of one family, per worker (the seed's per-flow view)."""
-        fam = family_of(family)
-        per = self.dp.on_stage(self.index, lambda st, w: [
-            dict(f, worker=w.index) for f in native.ip6flow_show(st, fam)])
-        return [f for flows in per for f in flows]
+    def show(self, family: str | int = "ipv6", limit: int = 1 << 30) -> list[dict]:
+        """The cached flows of one family, per worker (the seed's per-flow view)."""
+        return self.page(family, limit)[0]
+
+    def page(self, family: str | int, limit: int,
+             after: tuple[int, int] = (0, 0)) -> tuple[list[dict], tuple[int, int] | None]:
+        """Up to ``limit`` cached flows from ``after`` (worker, slot) and where to
+        go on from (None at the end); each worker reads its own pages inside its
+        C loop, so forwarding goes on."""
+        return self.dp.read_pages(self.index, native.DUMP_IP6FLOW, family_of(family),
+                                  native.ip6flow_entries(SHOW_PAGE), SHOW_PAGE,
+                                  native.ip6flow_entry_dict, limit, after)
 
     def set_maxflows(self, n: int, family: str | int = "ipv6") -> None:
         fam = family_of(family)

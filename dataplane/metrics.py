@@ -120,10 +120,24 @@ class SnapshotCollector(Collector):
                 m.add_metric([str(w["id"])], w[key])
             yield m
         drops = counter("worker_drops", "Packets dropped, by reason", ["worker", "reason"])
+        punts = counter("worker_punts", "Packets handed to the slow path, by punt reason",
+                        ["worker", "reason"])
+        policed = counter("worker_punt_policed", "Punts over their reason's rate, dropped in C",
+                          ["worker", "reason"])
         for w in snap.workers:
             for reason, v in w["drops"].items():
                 drops.add_metric([str(w["id"]), reason], v)
-        yield drops
+            for reason, v in w["punts"].items():
+                punts.add_metric([str(w["id"]), reason], v)
+            for reason, v in w["punt_policed"].items():
+                policed.add_metric([str(w["id"]), reason], v)
+        yield from (drops, punts, policed)
+        slow = gauge("slowpath_pending", "Punted packets waiting in the workers' punt rings", [])
+        handled = counter("slowpath_handled", "Punted packets the slow path thread took", [])
+        if snap.slowpath:
+            slow.add_metric([], snap.slowpath["pending"])
+            handled.add_metric([], snap.slowpath["handled"])
+        yield from (slow, handled)
         gap = gauge("worker_max_gap_seconds", "Longest time a worker spent outside its C loop",
                     ["worker"])
         busy = counter("worker_busy_cycles", "TSC cycles in loops that moved packets", ["worker"])

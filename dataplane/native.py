@@ -300,7 +300,8 @@ def stop_requested() -> bool:
 
 WORKER_STATS_FIELDS = ("loops", "rx_bursts", "empty_polls", "rx", "injected", "tx", "punted",
                        "dropped", "rx_cycles", "tx_cycles", "sampled_rx", "busy_cycles", "total_cycles",
-                       "tick_cycles", "polls", "max_gap_cycles", "last_gap_cycles")
+                       "tick_cycles", "polls", "max_gap_cycles", "last_gap_cycles", "dump_pages",
+                       "max_dump_cycles")
 STAGE_STATS_FIELDS = ("calls", "packets", "passed", "cycles", "sampled_packets", "dropped")
 
 
@@ -365,6 +366,25 @@ def punt_wait(workers, timeout_us: int) -> int:
     """Wait (GIL released) until a punt ring of ``workers`` (a cffi array of
     worker pointers, see punt_wait_set) holds a packet; how many they hold."""
     return lib.dp_punt_wait(workers, len(workers), timeout_us)
+
+
+DUMP_NETFLOW = lib.DP_DUMP_NETFLOW
+DUMP_IP6FLOW = lib.DP_DUMP_IP6FLOW
+DUMP_TIMEOUT_US = 2_000_000
+
+
+def worker_dump(w, st, kind: int, arg: int, cursor: int, out, max_records: int,
+                timeout_us: int = DUMP_TIMEOUT_US) -> tuple[int, int]:
+    """One page of a stage's table, read by its worker inside its C loop (GIL
+    released while we wait). -> (records filled, next cursor; 0: walk done)"""
+    cur = ffi.new("uint32_t *", cursor)
+    n = check(lib.dp_worker_dump(w, st, kind, arg, cur, out, max_records, timeout_us),
+              "dump", WorkerError)
+    return n, cur[0]
+
+
+def worker_punt_pending(w) -> int:
+    return lib.dp_worker_punt_pending(w)
 
 
 def punt_wait_set(handles: list):
@@ -464,13 +484,6 @@ def netflow_flush(st, records, max_records: int) -> int:
     """The stop's flush: up to max_records cached flows expired into records;
     -> how many (0: the cache is empty)."""
     return check(lib.dp_netflow_flush(st, records, max_records), "netflow flush")
-
-
-def netflow_show(st, cursor: int, records, max_records: int) -> tuple[int, int]:
-    """-> (records filled, next cursor; 0 when the walk is complete)"""
-    cur = ffi.new("uint32_t *", cursor)
-    n = check(lib.dp_netflow_show(st, cur, records, max_records), "netflow show")
-    return n, cur[0]
 
 
 FT_SPREAD_FIELDS = ("buckets", "keys", "max_home_load", "max_displacement", "displaced",
@@ -704,20 +717,14 @@ def ip6flow_invalidate_all(st) -> int:
     return check(lib.dp_ip6flow_invalidate_all(st), "ip6flow invalidate")
 
 
-def ip6flow_show(st, family: int, page: int = 256) -> list[dict]:
-    """Every cached flow of one family (runs on the worker's thread)."""
+def ip6flow_entries(n: int):
+    return ffi.new("struct dp_ip6flow_entry[]", n)
+
+
+def ip6flow_entry_dict(e) -> dict:
+    """One dp_ip6flow_entry as plain Python values."""
     import ipaddress
-    buf = ffi.new("struct dp_ip6flow_entry[]", page)
-    cursor = ffi.new("uint32_t *", 0)
-    cls = ipaddress.IPv6Address if family == 6 else ipaddress.IPv4Address
-    alen = 16 if family == 6 else 4
-    out = []
-    while True:
-        n = check(lib.dp_ip6flow_show(st, family, cursor, buf, page), "ip6flow show")
-        for i in range(n):
-            e = buf[i]
-            out.append({"src": str(cls(bytes(e.src)[:alen])), "dst": str(cls(bytes(e.dst)[:alen])),
-                        "flow": e.flow, "nh": e.nh, "gen": e.gen, "uses": e.uses,
-                        "dropped": e.dropped, "idle_ms": e.idle_ms, "valid": bool(e.valid)})
-        if cursor[0] == 0:
-            return out
+    cls, alen = (ipaddress.IPv6Address, 16) if e.family == 6 else (ipaddress.IPv4Address, 4)
+    return {"src": str(cls(bytes(e.src)[:alen])), "dst": str(cls(bytes(e.dst)[:alen])),
+            "flow": e.flow, "nh": e.nh, "gen": e.gen, "uses": e.uses,
+            "dropped": e.dropped, "idle_ms": e.idle_ms, "valid": bool(e.valid)}

@@ -23,6 +23,8 @@ from .config import NetflowExport, NetflowStage, parse_hostport
 
 log = logging.getLogger(__name__)
 
+SHOW_PAGE = 256  # flows per page a worker reads between two bursts
+
 V5, V9, IPFIX = native.lib.DP_NF_FMT_V5, native.lib.DP_NF_FMT_V9, native.lib.DP_NF_FMT_IPFIX
 V5_MAX_RECORDS = 30           # ng_netflow's NETFLOW_V5_MAX_RECORDS
 # Header sizes: native/nfexport.c (dp_nf_frame) writes the headers.
@@ -414,18 +416,13 @@ class NetflowController:
         self.dp.on_stage(self.index, lambda st, w: native.netflow_set_ifindex(st, pid, ifindex))
 
     def show(self, limit: int = 1000) -> list[dict]:
-        """NGM_NETFLOW_SHOW: the cached flows, read page by page on each worker."""
-        page = 256
+        """NGM_NETFLOW_SHOW: up to ``limit`` cached flows (see page)."""
+        return self.page(limit)[0]
 
-        def dump(st, w):
-            recs, out, cursor = native.flow_records(page), [], 0
-            while len(out) < limit:
-                n, cursor = native.netflow_show(st, cursor, recs, page)
-                out += [dict(native.record_dict(recs[i]), worker=w.index) for i in range(n)]
-                if cursor == 0:
-                    break
-            return out
-
-        flows = [f for per_worker in self.dp.on_stage(self.index, dump) for f in per_worker]
-        return flows[:limit]
+    def page(self, limit: int, after: tuple[int, int] = (0, 0)) -> tuple[list[dict], tuple[int, int] | None]:
+        """Up to ``limit`` cached flows from ``after`` (worker, slot), and where
+        to go on from (NGM_NETFLOW_SHOW's `last`), None at the end. Each
+        worker reads its own pages inside its C loop: forwarding goes on."""
+        return self.dp.read_pages(self.index, native.DUMP_NETFLOW, 0, native.flow_records(SHOW_PAGE),
+                                  SHOW_PAGE, native.record_dict, limit, after)
 

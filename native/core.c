@@ -50,11 +50,21 @@ const char *dp_last_error(void)
 static uint64_t clock_manual_ns;
 static int clock_manual;
 static uint64_t clock_tsc_hz;
+/* ns = tsc * clock_ns_mult >> 32: a multiply instead of a 128-bit division
+ * (~80 cycles; the punt policer reads the clock per punted packet). The
+ * rate is off by under 1e-9, a constant: the clock stays monotonic. */
+static uint64_t clock_ns_mult;
 
 uint64_t dp_tsc_hz(void)
 {
-    if (unlikely(clock_tsc_hz == 0))
-        clock_tsc_hz = rte_get_tsc_hz();
+    if (unlikely(clock_tsc_hz == 0)) {
+        uint64_t hz = rte_get_tsc_hz();
+
+        if (hz) {
+            clock_ns_mult = (uint64_t)((((unsigned __int128)1000000000u << 32) + hz / 2) / hz);
+            __atomic_store_n(&clock_tsc_hz, hz, __ATOMIC_RELEASE);
+        }
+    }
     return clock_tsc_hz;
 }
 
@@ -73,7 +83,7 @@ uint64_t dp_clock_ns(void)
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     }
-    return (uint64_t)((unsigned __int128)rte_rdtsc() * 1000000000u / hz);
+    return (uint64_t)(((unsigned __int128)rte_rdtsc() * clock_ns_mult) >> 32);
 }
 
 void dp_clock_set_manual(uint64_t now_ns)

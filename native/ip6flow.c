@@ -867,7 +867,7 @@ int dp_ip6flow_show(struct dp_stage *st, int family, uint32_t *cursor,
 {
     struct ip6flow *ff = ip6flow_of(st);
     const struct ffcache *c;
-    uint32_t now, gen, i;
+    uint32_t now, gen, i, end;
     unsigned n = 0;
 
     if (ff == NULL)
@@ -875,7 +875,8 @@ int dp_ip6flow_show(struct dp_stage *st, int family, uint32_t *cursor,
     c = family == 6 ? &ff->c6 : &ff->c4;
     now = (uint32_t)(dp_clock_ns() / 1000000);
     gen = ff->r ? dp_router_generation(ff->r) : 0;
-    for (i = *cursor; i < c->alloc && n < max; i++) {
+    end = RTE_MIN(c->alloc, *cursor + DP_DUMP_SCAN_SLOTS);
+    for (i = *cursor; i < end && n < max; i++) {
         const struct ffentry *f = &c->e[i];
         struct dp_ip6flow_entry *o;
 

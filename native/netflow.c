@@ -756,7 +756,7 @@ int dp_netflow_show(struct dp_stage *st, uint32_t *cursor,
                     struct dp_flow_record *out, unsigned max)
 {
     struct netflow *nf = nf_of(st);
-    uint32_t i;
+    uint32_t i, end;
     unsigned n = 0;
 
     if (nf == NULL)
@@ -765,7 +765,8 @@ int dp_netflow_show(struct dp_stage *st, uint32_t *cursor,
         *cursor = 0;
         return 0;
     }
-    for (i = *cursor; i < nf->max_flows && n < max; i++)
+    end = RTE_MIN(nf->max_flows, *cursor + DP_DUMP_SCAN_SLOTS);
+    for (i = *cursor; i < end && n < max; i++)
         if (nf->flows[i].live)
             fill_record(nf, &nf->flows[i].key, &nf->flows[i], 0, &out[n++]);
     *cursor = i < nf->max_flows ? i : 0;

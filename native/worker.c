@@ -98,6 +98,7 @@ int dp_worker_create(unsigned id, int socket, struct dp_pool *pool,
     w->pool = dp_pool_mempool(pool);
     /* Stage ticks (expiry scans, link timers) every millisecond. */
     w->tick_interval_tsc = dp_tsc_hz() / 1000;
+    pthread_mutex_init(&w->dump.callers, NULL);
 
     snprintf(name, sizeof(name), "dp_punt_%u", id);
     w->punt_ring = rte_ring_create(name, DP_RING_SIZE, socket,
@@ -148,6 +149,7 @@ void dp_worker_destroy(struct dp_worker *w)
     }
     drain_ring_free(w->punt_ring);
     drain_ring_free(w->inject_ring);
+    pthread_mutex_destroy(&w->dump.callers);
     rte_free(w);
 }
 
@@ -388,6 +390,112 @@ static inline uint64_t run_due_ticks(struct dp_worker *w, uint64_t t)
     return after;
 }
 
+/* ---- paged dumps ----------------------------------------------------------- */
+
+/* A page is read in steps of DUMP_STEP records until it is full, the walk
+ * ends, or DUMP_BUDGET_US have gone: whatever the records cost (a netflow
+ * record looks its routes up), the worker is back to its rx queues soon. */
+#define DUMP_STEP 16
+#define DUMP_BUDGET_US 50
+
+static int dump_step(struct dp_dump_req *r, unsigned done, unsigned max)
+{
+    switch (r->kind) {
+    case DP_DUMP_NETFLOW:
+        return dp_netflow_show(r->st, &r->cursor,
+                               (struct dp_flow_record *)r->out + done, max);
+    case DP_DUMP_IP6FLOW:
+        return dp_ip6flow_show(r->st, r->arg, &r->cursor,
+                               (struct dp_ip6flow_entry *)r->out + done, max);
+    default:
+        dp_set_error(EINVAL, "dump kind %d", r->kind);
+        return -EINVAL;
+    }
+}
+
+static int dump_page(struct dp_dump_req *r)
+{
+    const uint64_t start = rte_rdtsc();
+    const uint64_t budget = dp_tsc_hz() * DUMP_BUDGET_US / 1000000;
+    unsigned done = 0;
+
+    do {
+        int rc = dump_step(r, done, RTE_MIN(r->max - done, (unsigned)DUMP_STEP));
+
+        if (rc < 0)
+            return rc;
+        done += (unsigned)rc;
+    } while (done < r->max && r->cursor != 0 && rte_rdtsc() - start < budget);
+    return (int)done;
+}
+
+/* Whoever takes a posted request runs it: the worker in its loop, or the
+ * caller when no worker runs. */
+static void run_dump(struct dp_dump_req *r)
+{
+    uint32_t posted = DP_REQ_POSTED;
+
+    if (!__atomic_compare_exchange_n(&r->state, &posted, DP_REQ_TAKEN, 0,
+                                     __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return;
+    r->rc = dump_page(r);
+    __atomic_store_n(&r->state, DP_REQ_DONE, __ATOMIC_RELEASE);
+}
+
+int dp_worker_dump(struct dp_worker *w, struct dp_stage *st, int kind, int arg,
+                   uint32_t *cursor, void *out, unsigned max,
+                   uint32_t timeout_us)
+{
+    struct dp_dump_req *r = &w->dump;
+    uint64_t waited_us = 0;
+    int rc;
+
+    if (st == NULL || st->w != w || out == NULL || max == 0) {
+        dp_set_error(EINVAL, "dump: bad arguments");
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&r->callers);
+    r->st = st;
+    r->kind = kind;
+    r->arg = arg;
+    r->cursor = *cursor;
+    r->out = out;
+    r->max = max;
+    __atomic_store_n(&r->state, DP_REQ_POSTED, __ATOMIC_RELEASE);
+    for (;;) {
+        uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
+        struct timespec nap = { 0, 20000 };
+
+        if (state == DP_REQ_DONE)
+            break;
+        if (state == DP_REQ_POSTED &&
+            __atomic_load_n(&w->lcore, __ATOMIC_ACQUIRE) == LCORE_ID_ANY) {
+            run_dump(r); /* no worker thread runs: nothing reads the table but us */
+            continue;
+        }
+        if (state == DP_REQ_POSTED && waited_us >= timeout_us) {
+            uint32_t posted = DP_REQ_POSTED;
+
+            if (__atomic_compare_exchange_n(&r->state, &posted, DP_REQ_IDLE,
+                                            0, __ATOMIC_ACQUIRE,
+                                            __ATOMIC_RELAXED)) {
+                pthread_mutex_unlock(&r->callers);
+                dp_set_error(ETIMEDOUT, "worker %u did not read the dump "
+                             "within %u us", w->id, timeout_us);
+                return -ETIMEDOUT;
+            }
+            continue; /* taken meanwhile: the page is being written */
+        }
+        nanosleep(&nap, NULL);
+        waited_us += 20;
+    }
+    rc = r->rc;
+    *cursor = r->cursor;
+    __atomic_store_n(&r->state, DP_REQ_IDLE, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&r->callers);
+    return rc;
+}
+
 int dp_worker_poll(struct dp_worker *w, uint64_t budget_us)
 {
     const uint64_t hz = dp_tsc_hz();
@@ -497,6 +605,17 @@ int dp_worker_poll(struct dp_worker *w, uint64_t budget_us)
             __atomic_store_n(&w->attention, 0, __ATOMIC_RELAXED);
             reason |= DP_POLL_ATTENTION;
             break;
+        }
+        if (unlikely(__atomic_load_n(&w->dump.state, __ATOMIC_ACQUIRE) ==
+                     DP_REQ_POSTED)) {
+            uint64_t t1;
+
+            run_dump(&w->dump); /* one page: bounded, the loop goes on */
+            t1 = rte_rdtsc();
+            w->stats.dump_pages++;
+            if (t1 - t > w->stats.max_dump_cycles)
+                w->stats.max_dump_cycles = t1 - t;
+            t = t1;
         }
         if (unlikely(t >= deadline)) {
             reason |= DP_POLL_TIMEOUT;

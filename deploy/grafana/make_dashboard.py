@@ -94,7 +94,13 @@ def build() -> dict:
                                  "{{reason}}")], "pps", w=24,
             desc="Every packet a worker does not send on is counted once, by reason "
                  "(tx_full: the port did not take it; punt_full: slow path ring full; "
-                 "the router's and one2many's reasons).")
+                 "punt_policed: over its punt reason's rate; the router's and one2many's reasons).")
+    b.panel("Punts to the slow path, by reason", [
+        (rate("dataplane_worker_punts_total", W, "reason") + " > 0", "{{reason}} handed over"),
+        (rate("dataplane_worker_punt_policed_total", W, "reason") + " > 0", "{{reason}} policed")],
+        "pps", w=24,
+        desc="What workers hand the slow path thread, and what they drop in C for being over "
+             "the reason's rate ([slowpath.police]): a storm shows here, not as lost forwarding.")
 
     b.row("Ports")
     b.panel("Received packets/s", [(rate("dataplane_port_ipackets_total", P, "port"), "{{port}}")], "pps")

@@ -191,6 +191,8 @@ struct dp_worker_stats {
     uint64_t polls;            /* calls of dp_worker_poll */
     uint64_t max_gap_cycles;   /* longest time spent outside the C loop */
     uint64_t last_gap_cycles;
+    uint64_t dump_pages;       /* pages of a table dump read inside the loop */
+    uint64_t max_dump_cycles;  /* the longest of them */
     uint64_t punts[DP_MAX_PUNT_REASONS];        /* handed to the punt ring */
     uint64_t punt_policed[DP_MAX_PUNT_REASONS]; /* over the reason's rate: dropped */
 };
@@ -251,6 +253,22 @@ unsigned dp_worker_stage_count(const struct dp_worker *w);
 struct dp_stage *dp_worker_stage(struct dp_worker *w, unsigned index);
 const char *dp_stage_kind(const struct dp_stage *st);
 void dp_stage_stats(const struct dp_stage *st, struct dp_stage_stats *out);
+
+/* ---- paged dumps, read by the worker inside its loop -------------------------- */
+#define DP_DUMP_NETFLOW 1      /* dp_netflow_show: struct dp_flow_record */
+#define DP_DUMP_IP6FLOW 2      /* dp_ip6flow_show (arg: family): struct dp_ip6flow_entry */
+/* A page scans at most this many table slots (a sparse table returns short
+ * pages with a cursor to go on from): a page is a few tens of microseconds. */
+#define DP_DUMP_SCAN_SLOTS 4096
+/* One page of a stage's table (kind DP_DUMP_*), from *cursor, up to max
+ * records into out (fewer when ~50 us of reading did not fill it). A
+ * running worker reads it between two bursts, inside its C loop, while the
+ * caller waits in C (GIL released) up to timeout_us
+ * (-ETIMEDOUT); a worker that is not running is read on the caller's thread.
+ * Returns the records filled; *cursor is 0 when the walk is complete. */
+int dp_worker_dump(struct dp_worker *w, struct dp_stage *st, int kind, int arg,
+                   uint32_t *cursor, void *out, unsigned max,
+                   uint32_t timeout_us);
 
 /* Slow path rings: packets to Python (punt) and from Python (inject). */
 /* Police punts of one reason on this worker: rate packets per second, burst
@@ -365,8 +383,9 @@ unsigned dp_netflow_export_pending(const struct dp_stage *st);
  * emptied whole at the end). */
 int dp_netflow_flush(struct dp_stage *st, struct dp_flow_record *out,
                      unsigned max);
-/* Paged dump of the cache (on the worker's thread): from *cursor, up to max
- * records; *cursor is 0 when the walk is complete. */
+/* Paged dump of the cache (on the worker's thread, or dp_worker_dump): from
+ * *cursor, up to max records, scanning at most DP_DUMP_SCAN_SLOTS slots;
+ * *cursor is 0 when the walk is complete. */
 int dp_netflow_show(struct dp_stage *st, uint32_t *cursor,
                     struct dp_flow_record *out, unsigned max);
 

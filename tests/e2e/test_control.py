@@ -56,8 +56,19 @@ def test_socket_is_private_and_ctl_speaks_netflow(running_dataplane):
     info = json.loads(ctl(sock, "netflow.info", "--json").stdout)
     assert info["packets"] > 0 and info["flows_used"] > 0
 
-    flows = json.loads(ctl(sock, "netflow.show", "limit=3", "--json").stdout)
+    first = json.loads(ctl(sock, "netflow.show", "limit=3", "--json").stdout)
+    flows = first["flows"]
     assert len(flows) == 3 and {"src", "dst", "packets"} <= set(flows[0])
+    # NGM_NETFLOW_SHOW's `last`: page on from 'next' until the walk ends;
+    # (the cache moves meanwhile: traffic runs)
+    keys, after = {(f["src"], f["dst"], f["sport"], f["dport"], f["proto"]) for f in flows}, first["next"]
+    pages = 1
+    while after is not None and pages < 1000:
+        page = request(sock, "netflow.show", {"limit": 3, "after": after})
+        assert len(page["flows"]) <= 3
+        keys |= {(f["src"], f["dst"], f["sport"], f["dport"], f["proto"]) for f in page["flows"]}
+        after, pages = page["next"], pages + 1
+    assert after is None and pages > 1 and len(keys) > 3
 
     assert ctl(sock, "netflow.settimeouts", "active=120", "inactive=7").returncode == 0
     info = request(sock, "netflow.info")
@@ -186,6 +197,8 @@ def test_metrics_endpoint_serves_the_counters(running_dataplane):
     tx = samples[("dataplane_worker_tx_total", (("worker", "0"),))]
     assert rx > 0 and tx > 0
     assert ("dataplane_worker_drops_total", (("reason", "tx_full"), ("worker", "0"))) in samples
+    assert ("dataplane_worker_punt_policed_total", (("reason", "hop_limit"), ("worker", "0"))) in samples
+    assert ("dataplane_slowpath_handled_total", ()) in samples
     assert ("dataplane_stage_cycles_per_packet",
             (("index", "0"), ("stage", "netflow"), ("worker", "0"))) in samples
 

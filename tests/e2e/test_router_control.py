@@ -78,7 +78,7 @@ def test_ctl_speaks_the_router_messages(router):
     sock = router
     stats = ctl(sock, "ip6flow.stats")
     assert stats["ipv6"]["fastforward"] > 0 and stats["ipv6"]["maxflows"] == 1024
-    flows = ctl(sock, "ip6flow.show", "family=ipv6")
+    flows = ctl(sock, "ip6flow.show", "family=ipv6")["flows"]
     assert {f["src"] for f in flows} == {f"2001:db8:1::{i + 10:x}" for i in range(4)}
     assert all(f["valid"] and f["dst"] == "2001:db8:99::1" for f in flows)
 

@@ -371,7 +371,7 @@ def test_tcp_transfer_is_fast_forwarded(rt, family):
     src, dst = (topo.ip6_a, topo.ip6_b) if family == "ipv6" else (topo.ip_a, topo.ip_b)
     before, drops_before = rt.stats(), rt.ctl("stats")["totals"]["drops"]
     got = tcp_transfer(rt, dst, TCP_BYTES, TCP_PORT + (family == "ipv4"))
-    flows = rt.ctl("ip6flow.show", family=family, limit=1000)   # before they idle out (5 s)
+    flows = rt.ctl("ip6flow.show", family=family, limit=1000)["flows"]   # before they idle out (5 s)
     after = rt.stats()
     mbit = got["bytes"] * 8 / got["seconds"] / 1e6
     ff, fwd = delta(after, before, family, "fastforward"), delta(after, before, family, "forward")

@@ -147,14 +147,14 @@ via = "198.18.0.2"
 """
 
 
-def router_cfg(file_prefix, tmp_path, wan2: bool = False, extra: str = "", **stage):
+def router_cfg(file_prefix, tmp_path, wan2: bool = False, top: str = "", **stage):
     body = (port("lan", "net_ring0")
             + port("wan", f"net_pcap1,tx_pcap={tmp_path}/wan.pcap", poll=False)
             + f"mtu = {WAN_MTU}\n"
             + port("back", f"net_pcap2,tx_pcap={tmp_path}/back.pcap", poll=False)
             + (port("wan2", "net_ring1") if wan2 else "")
             + stage_toml(**stage) + (WAN2_TOML if wan2 else ""))
-    return vdev_config(file_prefix, body, extra=extra)
+    return vdev_config(file_prefix, body, extra=top)
 
 
 
@@ -1035,7 +1035,7 @@ def test_punts_over_their_reasons_rate_are_dropped_in_c_and_counted(tmp_path, fi
     are policed; 2 s later, 2 more tokens (rate 1/s); a live change of the
     rate takes effect at the next punt. Other reasons keep their own buckets."""
     threads = set()
-    with running(router_cfg(file_prefix, tmp_path, extra=POLICE_HOP_LIMIT),
+    with running(router_cfg(file_prefix, tmp_path, top=POLICE_HOP_LIMIT),
                  before_start=lambda dp: dp.on_punt(
                      lambda *a: threads.add(threading.current_thread().name))) as dp:
         r = Router(dp)

@@ -267,6 +267,30 @@ def test_show_and_settimeouts_run_on_the_workers(tmp_path, file_prefix, collecto
             dp.netflow[0].settimeouts(0, 5)
 
 
+def test_show_pages_through_every_flow_without_the_worker_leaving_its_loop(tmp_path, file_prefix,
+                                                                          collector):
+    """5000 flows (a sparse 65536-slot cache: short pages), shown 333 at a
+    time from each answer's `next`: every flow exactly once, and the worker
+    never came back to Python for it (its poll count did not move: with
+    poll_budget_ms = 0 it leaves C only for commands and stop)."""
+    pkts = [eth() / IP(src="10.6.0.1", dst=f"10.{7 + i // 65536}.{i // 256 % 256}.{i % 256}")
+            / UDP(sport=1, dport=2) for i in range(5000)]
+    wrpcap(str(tmp_path / "in.pcap"), pkts)
+    cfg = netflow_cfg(tmp_path, file_prefix, collector.getsockname()[1], 5, "max_flows = 65536")
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"poll_budget_ms": 0.0})})
+    with running(cfg) as dp:
+        assert wait_for(lambda: dp.snapshot().netflow[0]["flows_used"] == 5000)
+        polls = dp.snapshot().workers[0]["polls"]
+        seen, after, pages = [], (0, 0), 0
+        while after is not None:
+            rows, after = dp.netflow[0].page(333, after)
+            assert len(rows) <= 333
+            seen += [r["dst"] for r in rows]
+            pages += 1
+        assert sorted(seen) == sorted(p[IP].dst for p in pkts) and pages >= 5000 // 333
+        assert dp.snapshot().workers[0]["polls"] == polls, "the dump brought the worker back to Python"
+
+
 def test_every_collector_gets_every_datagram_over_ipv4_and_ipv6(tmp_path, file_prefix, collector):
     v6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     v6.bind(("::1", 0))
