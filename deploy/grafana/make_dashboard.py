@@ -97,7 +97,9 @@ def build() -> dict:
                  "punt_policed: over its punt reason's rate; the router's and one2many's reasons).")
     b.panel("Punts to the slow path, by reason", [
         (rate("dataplane_worker_punts_total", W, "reason") + " > 0", "{{reason}} handed over"),
-        (rate("dataplane_worker_punt_policed_total", W, "reason") + " > 0", "{{reason}} policed")],
+        (rate("dataplane_worker_punt_policed_total", W, "reason") + " > 0", "{{reason}} policed"),
+        (rate("dataplane_slowpath_handled_total"), "taken by the slow path thread"),
+        (f"sum(dataplane_slowpath_pending{{{I}}})", "waiting in the punt rings")],
         "pps", w=24,
         desc="What workers hand the slow path thread, and what they drop in C for being over "
              "the reason's rate ([slowpath.police]): a storm shows here, not as lost forwarding.")

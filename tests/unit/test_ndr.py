@@ -656,7 +656,8 @@ def engine_like_snapshot():
     eth = dict.fromkeys(ETH, 1)
     w = {k: 1 for k in WORKER_COUNTERS}
     w.update(id=0, drops=dict.fromkeys(REASONS, 0), max_gap_us=3.0, busy_cycles=10, total_cycles=20,
-             tick_cycles=2)
+             tick_cycles=2, punts=dict.fromkeys(native.punt_reason_names(), 1),
+             punt_policed=dict.fromkeys(native.punt_reason_names(), 1))
     nf = {k: 1 for k in NETFLOW_COUNTERS}
     nf.update(pipeline_index=0, flows_used=5, skips=dict.fromkeys(native.netflow_skip_reasons(), 0),
               export={"datagrams": 3, "collectors": [{"collector": "127.0.0.1:9995", "errors": 0}]})
@@ -675,7 +676,7 @@ def engine_like_snapshot():
                                      "wan0": {"eth": eth, "link": {"up": False, "speed_mbps": 0}}},
                     workers=[w], stages=[{"worker": 0, "kind": "netflow", "index": 0, "calls": 2,
                                           "packets": 64, "cycles": 640, "sampled_packets": 8}],
-                    netflow=[nf], one2many=[o2m], ip6flow=[r])
+                    netflow=[nf], one2many=[o2m], ip6flow=[r], slowpath={"handled": 2, "pending": 0})
 
 
 def emitted_metrics(exposition: str) -> dict[str, set[str]]:
