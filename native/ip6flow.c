@@ -564,6 +564,15 @@ static inline void ff_pkt(struct rte_mbuf *m, int cls, struct ffpkt *p)
     }
 }
 
+static inline uint8_t ff_hop_limit(const struct rte_mbuf *m, int cls)
+{
+    const uint8_t *l3 = rte_pktmbuf_mtod_offset(m, const uint8_t *,
+                                                sizeof(struct rte_ether_hdr));
+
+    return cls == CLS_V6 ? l3[offsetof(struct rte_ipv6_hdr, hop_limits)]
+                         : l3[offsetof(struct rte_ipv4_hdr, time_to_live)];
+}
+
 static inline void ff_dec_ttl(struct rte_mbuf *m, int cls, struct ffpkt *p)
 {
     if (cls == CLS_V6)
@@ -663,7 +672,7 @@ static uint16_t ip6flow_process(struct dp_stage *st, struct rte_mbuf **pkts,
     struct ffkey keys[DP_BURST];
     struct ffout out;
     uint32_t hash[DP_BURST], cand[DP_BURST];
-    uint8_t cls[DP_BURST];
+    uint8_t cls[DP_BURST], probe[DP_BURST];
     const struct rt_copy *rt;
     uint32_t gen, now;
     uint16_t i;
@@ -687,7 +696,11 @@ static uint16_t ip6flow_process(struct dp_stage *st, struct rte_mbuf **pkts,
         if (cls[i] == CLS_DONE)
             continue;
         c = cls[i] == CLS_V6 ? &ff->c6 : &ff->c4;
-        if (c->maxflows == 0)
+        /* A packet that dies here (hop limit <= 1: a traceroute, a loop, a
+         * storm) is never forwarded from the cache: straight to the route
+         * path, without hashing or probing the table. */
+        probe[i] = c->maxflows != 0 && ff_hop_limit(pkts[i], cls[i]) > 1;
+        if (!probe[i])
             continue;
         hash[i] = ff_hash(c, &keys[i]);
         rte_prefetch0(ft_home(&c->table, hash[i]));
@@ -697,7 +710,7 @@ static uint16_t ip6flow_process(struct dp_stage *st, struct rte_mbuf **pkts,
         struct ffcache *c = cls[i] == CLS_V6 ? &ff->c6 : &ff->c4;
 
         cand[i] = FF_NONE;
-        if (cls[i] == CLS_DONE || c->maxflows == 0)
+        if (cls[i] == CLS_DONE || !probe[i])
             continue;
         cand[i] = ft_candidate(&c->table, hash[i]);
         if (cand[i] != FF_NONE)
@@ -713,7 +726,7 @@ static uint16_t ip6flow_process(struct dp_stage *st, struct rte_mbuf **pkts,
         if (cls[i] == CLS_DONE)
             continue;
         c = cls[i] == CLS_V6 ? &ff->c6 : &ff->c4;
-        if (c->maxflows) {
+        if (probe[i]) {
             idx = cand[i];
             if (idx == FF_NONE || !ff_eq(c, idx, &keys[i]))
                 FT_LOOKUP(&c->table, hash[i], &keys[i], FF_EQ, c, idx);
@@ -742,7 +755,7 @@ static uint16_t ip6flow_process(struct dp_stage *st, struct rte_mbuf **pkts,
             }
         }
         ff_route(st, ff, &out, c, rt, gen, now, m, cls[i], &keys[i],
-                 c->maxflows ? hash[i] : 0, idx);
+                 probe[i] ? hash[i] : 0, idx);
     }
     ff_flush_out(w, &out);
     return 0;
