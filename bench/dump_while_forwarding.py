@@ -11,7 +11,7 @@ a window of the same length in which the control socket asks for
 page (each page is read by the worker inside its C loop). Printed: the dumps'
 wall time and flows/s, the sink's rate in each window and their ratio, the
 worker's longest time outside its C loop (max_gap_us: the RX ring must hold
-that), the longest page read inside the loop (max_dump_page_us), and whether
+that), the longest page read inside the loop (max_command_us), and whether
 the worker came back to Python at all (polls).
 
 Run: .venv/bin/python bench/dump_while_forwarding.py [--flows 1000000] [--limit 100000]
@@ -59,8 +59,8 @@ def counters(sock: Path) -> dict:
     s = request(sock, "stats", timeout=30)
     w = s["workers"][0]
     return {"t": time.monotonic(), "tx": s["ports"]["out"]["tx"], "polls": w["polls"],
-            "max_gap_us": w["max_gap_us"], "max_dump_page_us": w["max_dump_page_us"],
-            "dump_pages": w["dump_pages"], "netflow_flows": s["netflow"][0]["flows_used"],
+            "max_gap_us": w["max_gap_us"], "max_command_us": w["max_command_us"],
+            "commands": w["commands"], "netflow_flows": s["netflow"][0]["flows_used"],
             "ip6flow_flows": s["ip6flow"][0]["ipv6"]["flows"]}
 
 
@@ -109,7 +109,7 @@ def main() -> None:
           f"ratio {during / alone:.3f}")
     w = final["workers"][0]
     print(f"  worker: max gap outside its C loop {w['max_gap_us']:.1f} us over the whole run; "
-          f"pages read inside the loop {b['dump_pages'] - a['dump_pages']}, longest {w['max_dump_page_us']:.1f} us; "
+          f"pages read inside the loop {b['commands'] - a['commands']}, longest {w['max_command_us']:.1f} us; "
           f"returns to Python during the dumps: {b['polls'] - a['polls']}")
 
 

@@ -134,7 +134,7 @@ def run_dataplane_inprocess(workdir: Path, duration: float, busy: bool) -> dict:
 
 def child(cfg_path: str, duration: float, busy: bool) -> None:
     """One EAL per process: run the dataplane here, the main thread idle or busy."""
-    from dataplane import config
+    from dataplane import config, native
     from dataplane.eal import Eal
     from dataplane.engine import Dataplane
     from dataplane.view import rates
@@ -146,16 +146,17 @@ def child(cfg_path: str, duration: float, busy: bool) -> None:
     spins = 0
     try:
         dp.start()
+        a, b = dp.port("a").port_id, dp.port("b").port_id
         first = dp.snapshot()
         end = time.monotonic() + duration
         next_cmd = time.monotonic()
         commands = 0
         while (now := time.monotonic()) < end:
-            # A control command every 100 ms brings the worker back to Python,
-            # where it must win the GIL from the main thread: the gap measured.
+            # A control command every 100 ms (an xconnect entry set again, as a
+            # reload does): the worker runs it inside its C loop, it never
+            # waits for the GIL the main thread holds. The gap is measured.
             if now >= next_cmd:
-                for w in dp.workers:
-                    w.call(lambda _w: None)
+                dp.stage_command(0, native.CMD_XCONNECT_SET, a, b, what="xconnect")
                 commands += 1
                 next_cmd = now + 0.1
             if busy:  # pure-Python work that holds the GIL; no sleeping

@@ -429,28 +429,47 @@ class Dataplane:
         return self.on_all_workers(
             lambda w: fn(native.worker_stages(w.handle)[index], w), timeout)
 
+    def stage_command(self, index: int, kind: int, a0: int = 0, a1: int = 0, p=None,
+                      per_worker: Callable[[int], object] | None = None,
+                      what: str = "worker command") -> list[int]:
+        """Run C command ``kind`` (native.CMD_*) on every worker's stage of
+        pipeline table ``index``, inside the workers' C loops: a worker never
+        comes back to Python (nor waits for the GIL) for it. ``p``: the
+        command's struct; ``per_worker(i)``: one per worker instead. Returns
+        each worker's return code."""
+        out = []
+        for wi in range(len(self.workers)):
+            with self._teardown_lock:  # the worker is not freed under us
+                h, st = self._stage_of(wi, index)
+                arg = per_worker(wi) if per_worker else (native.ffi.NULL if p is None else p)
+                out.append(native.worker_exec(h, st, kind, a0, a1, arg, what=what)[0])
+        return out
+
+    def _stage_of(self, wi: int, index: int):
+        if not self._worker_handles:
+            raise WorkerError("the dataplane is stopped: its tables are gone")
+        h = self._worker_handles[wi]
+        return h, native.worker_stages(h)[index]
+
     def read_pages(self, index: int, kind: int, arg: int, buf, page: int, convert: Callable,
                    limit: int, after: tuple[int, int] = (0, 0)) -> tuple[list[dict], tuple[int, int] | None]:
         """Up to ``limit`` rows of pipeline table ``index``'s per-worker tables
         (``buf``: a cffi array of ``page`` records; ``convert`` makes a row of
         one). Each page is read by its worker inside its C loop, between two
-        bursts (a page scans at most DP_DUMP_SCAN_SLOTS slots: tens of
-        microseconds), so a dump never holds a worker out of its loop. ``after``
-        is where to go on from, (worker, slot); returns the rows and the next
-        such position, or None when the walk is complete."""
+        bursts (a page scans at most DP_DUMP_SCAN_SLOTS slots, for at most
+        ~50 us), so a dump never holds a worker out of its loop. ``after`` is
+        where to go on from, (worker, slot); returns the rows and the next such
+        position, or None when the walk is complete."""
         rows: list[dict] = []
         first, cursor = after
         for wi in range(first, len(self.workers)):
             if len(rows) >= limit:
                 return rows, (wi, 0)
             while len(rows) < limit:
-                with self._teardown_lock:  # the worker is not freed under us
-                    if not self._worker_handles:
-                        raise WorkerError("the dataplane is stopped: its tables are gone")
-                    h = self._worker_handles[wi]
-                    st = native.worker_stages(h)[index]
-                    n, cursor = native.worker_dump(h, st, kind, arg, cursor, buf,
-                                                   min(page, limit - len(rows)))
+                with self._teardown_lock:
+                    h, st = self._stage_of(wi, index)
+                    n, cursor = native.worker_exec(h, st, kind, arg, 0, buf, min(page, limit - len(rows)),
+                                                   cursor, what="dump")
                     rows += [dict(convert(buf[i]), worker=wi) for i in range(n)]
                 if cursor == 0:
                     break
@@ -500,7 +519,7 @@ class Dataplane:
             ws = native.worker_stats(w.handle, self.reasons)
             ws.update(id=w.index, cpu=w.cpu, lcore=w.lcore, tid=w.native_id,
                       max_gap_us=ws["max_gap_cycles"] * 1e6 / hz,
-                      max_dump_page_us=ws["max_dump_cycles"] * 1e6 / hz,
+                      max_command_us=ws["max_command_cycles"] * 1e6 / hz,
                       punts_unhandled=w.punts_unhandled)
             snap.workers.append(ws)
             for k in ("rx", "tx", "injected", "punted", "dropped"):

@@ -65,10 +65,18 @@ class Ip6flowController:
         self._configure(st)
         self.stages.append(st)
 
-    def _configure(self, st) -> None:
+    def _conf(self):
         (m6, h6), (m4, h4) = self.limits[6], self.limits[4]
-        native.ip6flow_configure(st, m6, h6, m4, h4, int(self.cfg.idle_timeout_s * 1000),
-                                 self.cfg.ipv4)
+        return native.ip6flow_conf(m6, h6, m4, h4, int(self.cfg.idle_timeout_s * 1000), self.cfg.ipv4)
+
+    def _configure(self, st) -> None:
+        """Before the workers run: on the caller's thread."""
+        native.ip6flow_configure(st, self._conf())
+
+    def _configure_running(self) -> None:
+        """On every worker, inside its loop (a new hashsize flushes the cache there)."""
+        self.dp.stage_command(self.index, native.CMD_IP6FLOW_CONFIGURE, p=self._conf(),
+                              what="ip6flow configure")
 
     def prepare(self) -> None:
         """Before the ports start: the configured tables, so the first packet
@@ -155,7 +163,7 @@ class Ip6flowController:
         """Up to ``limit`` cached flows from ``after`` (worker, slot) and where to
         go on from (None at the end); each worker reads its own pages inside its
         C loop, so forwarding goes on."""
-        return self.dp.read_pages(self.index, native.DUMP_IP6FLOW, family_of(family),
+        return self.dp.read_pages(self.index, native.CMD_DUMP_IP6FLOW, family_of(family),
                                   native.ip6flow_entries(SHOW_PAGE), SHOW_PAGE,
                                   native.ip6flow_entry_dict, limit, after)
 
@@ -175,7 +183,7 @@ class Ip6flowController:
         old = self.limits[fam]
         self.limits[fam] = (maxflows, hashsize)
         try:
-            self.dp.on_stage(self.index, lambda st, w: self._configure(st))
+            self._configure_running()
         except native.DataplaneError as e:
             self.limits[fam] = old
             raise Ip6flowError(str(e)) from None
@@ -187,7 +195,7 @@ class Ip6flowController:
         if (new.maxflows, new.hashsize, new.maxflows4, new.hashsize4, new.idle_timeout_s) != (
                 old.maxflows, old.hashsize, old.maxflows4, old.hashsize4, old.idle_timeout_s):
             self.limits = {6: (new.maxflows, new.hashsize), 4: (new.maxflows4, new.hashsize4)}
-            self.dp.on_stage(self.index, lambda st, w: self._configure(st))
+            self._configure_running()
         if self.slowpath is not None:
             with self._slow_lock:
                 self.slowpath.set_icmp_rate(new.icmp_rate, new.icmp_burst)
@@ -210,8 +218,8 @@ class Ip6flowController:
 
     def invalidate(self) -> int:
         """ip6flow_invalidate_all: every worker's cache, both families."""
-        return sum(self.dp.on_stage(self.index,
-                                    lambda st, w: native.ip6flow_invalidate_all(st)))
+        return sum(self.dp.stage_command(self.index, native.CMD_IP6FLOW_INVALIDATE,
+                                         what="ip6flow invalidate"))
 
     def _port_id(self, name: str | None) -> int | None:
         if name is None:

@@ -300,8 +300,8 @@ def stop_requested() -> bool:
 
 WORKER_STATS_FIELDS = ("loops", "rx_bursts", "empty_polls", "rx", "injected", "tx", "punted",
                        "dropped", "rx_cycles", "tx_cycles", "sampled_rx", "busy_cycles", "total_cycles",
-                       "tick_cycles", "polls", "max_gap_cycles", "last_gap_cycles", "dump_pages",
-                       "max_dump_cycles")
+                       "tick_cycles", "polls", "max_gap_cycles", "last_gap_cycles", "commands",
+                       "max_command_cycles")
 STAGE_STATS_FIELDS = ("calls", "packets", "passed", "cycles", "sampled_packets", "dropped")
 
 
@@ -368,19 +368,28 @@ def punt_wait(workers, timeout_us: int) -> int:
     return lib.dp_punt_wait(workers, len(workers), timeout_us)
 
 
-DUMP_NETFLOW = lib.DP_DUMP_NETFLOW
-DUMP_IP6FLOW = lib.DP_DUMP_IP6FLOW
-DUMP_TIMEOUT_US = 2_000_000
+CMD_DUMP_NETFLOW = lib.DP_CMD_DUMP_NETFLOW
+CMD_DUMP_IP6FLOW = lib.DP_CMD_DUMP_IP6FLOW
+CMD_NETFLOW_TIMEOUTS = lib.DP_CMD_NETFLOW_TIMEOUTS
+CMD_NETFLOW_SETCONFIG = lib.DP_CMD_NETFLOW_SETCONFIG
+CMD_NETFLOW_IFINDEX = lib.DP_CMD_NETFLOW_IFINDEX
+CMD_ONE2MANY_STATS = lib.DP_CMD_ONE2MANY_STATS
+CMD_IP6FLOW_CONFIGURE = lib.DP_CMD_IP6FLOW_CONFIGURE
+CMD_IP6FLOW_INVALIDATE = lib.DP_CMD_IP6FLOW_INVALIDATE
+CMD_XCONNECT_SET = lib.DP_CMD_XCONNECT_SET
+CMD_TIMEOUT_US = 2_000_000
 
 
-def worker_dump(w, st, kind: int, arg: int, cursor: int, out, max_records: int,
-                timeout_us: int = DUMP_TIMEOUT_US) -> tuple[int, int]:
-    """One page of a stage's table, read by its worker inside its C loop (GIL
-    released while we wait). -> (records filled, next cursor; 0: walk done)"""
-    cur = ffi.new("uint32_t *", cursor)
-    n = check(lib.dp_worker_dump(w, st, kind, arg, cur, out, max_records, timeout_us),
-              "dump", WorkerError)
-    return n, cur[0]
+def worker_exec(w, st, kind: int, a0: int = 0, a1: int = 0, p=ffi.NULL, max_records: int = 0,
+                cursor: int = 0, what: str = "worker command",
+                timeout_us: int = CMD_TIMEOUT_US) -> tuple[int, int]:
+    """Run C command ``kind`` (DP_CMD_*) on worker ``w``'s stage ``st`` inside
+    its loop, waiting with the GIL released. -> (its return code, the cursor
+    after it: dumps only)"""
+    cmd = ffi.new("struct dp_cmd *", {"kind": kind, "st": st, "a0": a0, "a1": a1, "p": p,
+                                      "max": max_records, "cursor": cursor})
+    rc = check(lib.dp_worker_exec(w, cmd, timeout_us), what)
+    return rc, cmd.cursor
 
 
 def worker_punt_pending(w) -> int:
@@ -451,13 +460,8 @@ def netflow_set_ifindex(st, port_id: int, ifindex: int) -> None:
     check(lib.dp_netflow_set_ifindex(st, port_id, ifindex), "netflow ifindex")
 
 
-def netflow_setconfig(st, port_id: int, ingress: bool) -> None:
-    conf = lib.DP_NF_CONF_INGRESS if ingress else 0
-    check(lib.dp_netflow_setconfig(st, port_id, conf), "netflow setconfig")
-
-
-def netflow_set_timeouts(st, active: int, inactive: int) -> None:
-    check(lib.dp_netflow_set_timeouts(st, active, inactive), "netflow timeouts")
+def netflow_conf(ingress: bool) -> int:
+    return lib.DP_NF_CONF_INGRESS if ingress else 0
 
 
 def netflow_info(st, reasons: list[str]) -> dict:
@@ -606,6 +610,14 @@ def one2many_attach(st, b) -> None:
 def one2many_stats(st, link: int, clear: bool = False) -> dict[str, int]:
     s = ffi.new("struct dp_o2m_link_stats *")
     check(lib.dp_one2many_stats(st, link, s, int(clear)), "one2many stats")
+    return o2m_stats_dict(s)
+
+
+def o2m_link_stats():
+    return ffi.new("struct dp_o2m_link_stats *")
+
+
+def o2m_stats_dict(s) -> dict[str, int]:
     return {f: getattr(s, f) for f in O2M_STATS_FIELDS}
 
 
@@ -697,11 +709,15 @@ def ip6flow_attach(st, r) -> None:
     check(lib.dp_ip6flow_attach(st, r), "ip6flow attach")
 
 
-def ip6flow_configure(st, maxflows: int, hashsize: int, maxflows4: int, hashsize4: int,
-                      idle_timeout_ms: int, ipv4: bool) -> None:
-    conf = ffi.new("struct dp_ip6flow_conf *", {
+def ip6flow_conf(maxflows: int, hashsize: int, maxflows4: int, hashsize4: int,
+                 idle_timeout_ms: int, ipv4: bool):
+    return ffi.new("struct dp_ip6flow_conf *", {
         "maxflows": maxflows, "hashsize": hashsize, "maxflows4": maxflows4,
         "hashsize4": hashsize4, "idle_timeout_ms": idle_timeout_ms, "ipv4": int(ipv4)})
+
+
+def ip6flow_configure(st, conf) -> None:
+    """Before the worker runs (after: CMD_IP6FLOW_CONFIGURE); conf from ip6flow_conf()."""
     check(lib.dp_ip6flow_configure(st, conf), "ip6flow configure")
 
 
@@ -711,10 +727,6 @@ def ip6flow_stats(st, family: int) -> dict:
     out = {f: getattr(s, f) for f in FF_STATS_FIELDS}
     out["punts"] = {name: s.punts[i] for i, name in enumerate(punt_reason_names())}
     return out
-
-
-def ip6flow_invalidate_all(st) -> int:
-    return check(lib.dp_ip6flow_invalidate_all(st), "ip6flow invalidate")
 
 
 def ip6flow_entries(n: int):

@@ -389,7 +389,8 @@ class NetflowController:
 
     def settimeouts(self, active: int, inactive: int) -> None:
         """NGM_NETFLOW_SETTIMEOUTS, applied by each worker between polls."""
-        self.dp.on_stage(self.index, lambda st, w: native.netflow_set_timeouts(st, active, inactive))
+        self.dp.stage_command(self.index, native.CMD_NETFLOW_TIMEOUTS, active, inactive,
+                              what="netflow timeouts")
 
     def reconfigure_export(self, export: NetflowExport) -> None:
         """Reload: a new exporter (collectors, version, ...). What the old one
@@ -408,12 +409,13 @@ class NetflowController:
     def setconfig(self, port: str, ingress: bool) -> None:
         """NGM_NETFLOW_SETCONFIG: meter a port's ingress traffic or not."""
         pid = self.dp.port(port).port_id
-        self.dp.on_stage(self.index, lambda st, w: native.netflow_setconfig(st, pid, ingress))
+        self.dp.stage_command(self.index, native.CMD_NETFLOW_SETCONFIG, pid, native.netflow_conf(ingress),
+                              what="netflow setconfig")
 
     def setifindex(self, port: str, ifindex: int) -> None:
         """NGM_NETFLOW_SETIFINDEX: the ifIndex a port has in flow records."""
         pid = self.dp.port(port).port_id
-        self.dp.on_stage(self.index, lambda st, w: native.netflow_set_ifindex(st, pid, ifindex))
+        self.dp.stage_command(self.index, native.CMD_NETFLOW_IFINDEX, pid, ifindex, what="netflow ifindex")
 
     def show(self, limit: int = 1000) -> list[dict]:
         """NGM_NETFLOW_SHOW: up to ``limit`` cached flows (see page)."""
@@ -423,6 +425,6 @@ class NetflowController:
         """Up to ``limit`` cached flows from ``after`` (worker, slot), and where
         to go on from (NGM_NETFLOW_SHOW's `last`), None at the end. Each
         worker reads its own pages inside its C loop: forwarding goes on."""
-        return self.dp.read_pages(self.index, native.DUMP_NETFLOW, 0, native.flow_records(SHOW_PAGE),
+        return self.dp.read_pages(self.index, native.CMD_DUMP_NETFLOW, 0, native.flow_records(SHOW_PAGE),
                                   SHOW_PAGE, native.record_dict, limit, after)
 

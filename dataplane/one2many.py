@@ -262,8 +262,10 @@ class One2ManyController:
         """NGM_ONE2MANY_GETCLR_STATS: each worker reads and zeroes its own
         counters between two bursts, so no packet is counted twice or lost."""
         self._check_link(link)
-        per = self.dp.on_stage(self.index, lambda st, w: native.one2many_stats(st, link, clear=True))
-        return {k: sum(p[k] for p in per) for k in native.O2M_STATS_FIELDS}
+        per = [native.o2m_link_stats() for _ in self.dp.workers]
+        self.dp.stage_command(self.index, native.CMD_ONE2MANY_STATS, link, 1, per_worker=per.__getitem__,
+                              what="one2many stats")
+        return {k: sum(getattr(p, k) for p in per) for k in native.O2M_STATS_FIELDS}
 
     def clrstats(self, link: int) -> None:
         self.getclrstats(link)

@@ -95,12 +95,10 @@ def _xconnect_step(dp, index: int, sc: XconnectStage) -> Callable[[], None]:
              for p, q in sc.map.items()}
     removed = [p.port_id for p in dp.ports if p.port_id not in pairs]
 
-    def on_worker(st, w) -> None:
-        for src, dst in pairs.items():
-            native.xconnect_set(st, src, dst)
-        for src in removed:
-            native.xconnect_set(st, src, native.PORT_NONE)
-    return lambda: dp.on_stage(index, on_worker)
+    def step() -> None:
+        for src, dst in [*pairs.items(), *((src, native.PORT_NONE) for src in removed)]:
+            dp.stage_command(index, native.CMD_XCONNECT_SET, src, dst, what="xconnect")
+    return step
 
 
 def apply(dp, new: Config, source: str) -> list[str]:

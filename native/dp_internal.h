@@ -114,21 +114,17 @@ struct dp_punt_policer {
     uint64_t last_ns;
 };
 
-/* A paged dump a caller posts for the worker to run inside its loop
- * (dp_worker_dump). state: the caller posts (IDLE -> POSTED), whoever runs
- * it takes it (POSTED -> TAKEN, a compare-and-swap: one runner), and marks
- * it DONE; the caller reads the result and sets IDLE. */
+/* A command a caller posts for the worker to run inside its loop
+ * (dp_worker_exec). state: the caller posts (IDLE -> POSTED), whoever runs
+ * it takes it (POSTED -> TAKEN, a compare-and-swap: one runner) and marks it
+ * DONE; the caller reads the result and sets IDLE. */
 enum { DP_REQ_IDLE, DP_REQ_POSTED, DP_REQ_TAKEN, DP_REQ_DONE };
 
-struct dp_dump_req {
+struct dp_worker_req {
     uint32_t state;
-    int kind;
-    int arg;
     int rc;
-    struct dp_stage *st;
-    uint32_t cursor;
-    unsigned max;
-    void *out;
+    struct dp_cmd cmd;
+    char err[256];           /* the runner's error message (thread-local there) */
     pthread_mutex_t callers; /* one caller at a time per worker */
 } __rte_cache_aligned;
 
@@ -164,7 +160,7 @@ struct dp_worker {
     uint64_t last_tick_tsc;
     uint64_t last_exit_tsc;
     struct dp_punt_policer police[DP_MAX_PUNT_REASONS];
-    struct dp_dump_req dump;  /* its own cache line: callers write it */
+    struct dp_worker_req req;  /* its own cache lines: callers write it */
 
     struct dp_worker_stats stats __rte_cache_aligned;
     struct dp_worker_port_stats port_stats[DP_MAX_PORTS];

@@ -98,7 +98,7 @@ int dp_worker_create(unsigned id, int socket, struct dp_pool *pool,
     w->pool = dp_pool_mempool(pool);
     /* Stage ticks (expiry scans, link timers) every millisecond. */
     w->tick_interval_tsc = dp_tsc_hz() / 1000;
-    pthread_mutex_init(&w->dump.callers, NULL);
+    pthread_mutex_init(&w->req.callers, NULL);
 
     snprintf(name, sizeof(name), "dp_punt_%u", id);
     w->punt_ring = rte_ring_create(name, DP_RING_SIZE, socket,
@@ -149,7 +149,7 @@ void dp_worker_destroy(struct dp_worker *w)
     }
     drain_ring_free(w->punt_ring);
     drain_ring_free(w->inject_ring);
-    pthread_mutex_destroy(&w->dump.callers);
+    pthread_mutex_destroy(&w->req.callers);
     rte_free(w);
 }
 
@@ -390,77 +390,98 @@ static inline uint64_t run_due_ticks(struct dp_worker *w, uint64_t t)
     return after;
 }
 
-/* ---- paged dumps ----------------------------------------------------------- */
+/* ---- commands run inside the loop ------------------------------------------- */
 
-/* A page is read in steps of DUMP_STEP records until it is full, the walk
- * ends, or DUMP_BUDGET_US have gone: whatever the records cost (a netflow
- * record looks its routes up), the worker is back to its rx queues soon. */
+/* A dump page is read in steps of DUMP_STEP records until it is full, the
+ * walk ends, or DUMP_BUDGET_US have gone: whatever the records cost (a
+ * netflow record looks its routes up), the worker is back to its rx queues
+ * soon. */
 #define DUMP_STEP 16
 #define DUMP_BUDGET_US 50
 
-static int dump_step(struct dp_dump_req *r, unsigned done, unsigned max)
+static int dump_step(struct dp_cmd *c, unsigned done, unsigned max)
 {
-    switch (r->kind) {
-    case DP_DUMP_NETFLOW:
-        return dp_netflow_show(r->st, &r->cursor,
-                               (struct dp_flow_record *)r->out + done, max);
-    case DP_DUMP_IP6FLOW:
-        return dp_ip6flow_show(r->st, r->arg, &r->cursor,
-                               (struct dp_ip6flow_entry *)r->out + done, max);
-    default:
-        dp_set_error(EINVAL, "dump kind %d", r->kind);
-        return -EINVAL;
-    }
+    if (c->kind == DP_CMD_DUMP_NETFLOW)
+        return dp_netflow_show(c->st, &c->cursor,
+                               (struct dp_flow_record *)c->p + done, max);
+    return dp_ip6flow_show(c->st, (int)c->a0, &c->cursor,
+                           (struct dp_ip6flow_entry *)c->p + done, max);
 }
 
-static int dump_page(struct dp_dump_req *r)
+static int dump_page(struct dp_cmd *c)
 {
     const uint64_t start = rte_rdtsc();
     const uint64_t budget = dp_tsc_hz() * DUMP_BUDGET_US / 1000000;
     unsigned done = 0;
 
+    if (c->p == NULL || c->max == 0) {
+        dp_set_error(EINVAL, "dump: no room for records");
+        return -EINVAL;
+    }
     do {
-        int rc = dump_step(r, done, RTE_MIN(r->max - done, (unsigned)DUMP_STEP));
+        int rc = dump_step(c, done, RTE_MIN(c->max - done, (unsigned)DUMP_STEP));
 
         if (rc < 0)
             return rc;
         done += (unsigned)rc;
-    } while (done < r->max && r->cursor != 0 && rte_rdtsc() - start < budget);
+    } while (done < c->max && c->cursor != 0 && rte_rdtsc() - start < budget);
     return (int)done;
+}
+
+static int run_cmd(struct dp_cmd *c)
+{
+    switch (c->kind) {
+    case DP_CMD_DUMP_NETFLOW:
+    case DP_CMD_DUMP_IP6FLOW:
+        return dump_page(c);
+    case DP_CMD_NETFLOW_TIMEOUTS:
+        return dp_netflow_set_timeouts(c->st, (uint32_t)c->a0, (uint32_t)c->a1);
+    case DP_CMD_NETFLOW_SETCONFIG:
+        return dp_netflow_setconfig(c->st, (uint16_t)c->a0, (uint32_t)c->a1);
+    case DP_CMD_NETFLOW_IFINDEX:
+        return dp_netflow_set_ifindex(c->st, (uint16_t)c->a0, (uint32_t)c->a1);
+    case DP_CMD_ONE2MANY_STATS:
+        return dp_one2many_stats(c->st, (int)c->a0, c->p, (int)c->a1);
+    case DP_CMD_IP6FLOW_CONFIGURE:
+        return dp_ip6flow_configure(c->st, c->p);
+    case DP_CMD_IP6FLOW_INVALIDATE:
+        return dp_ip6flow_invalidate_all(c->st);
+    case DP_CMD_XCONNECT_SET:
+        return dp_xconnect_set(c->st, (uint16_t)c->a0, (uint16_t)c->a1);
+    default:
+        dp_set_error(EINVAL, "unknown worker command %d", c->kind);
+        return -EINVAL;
+    }
 }
 
 /* Whoever takes a posted request runs it: the worker in its loop, or the
  * caller when no worker runs. */
-static void run_dump(struct dp_dump_req *r)
+static void run_request(struct dp_worker_req *r)
 {
     uint32_t posted = DP_REQ_POSTED;
 
     if (!__atomic_compare_exchange_n(&r->state, &posted, DP_REQ_TAKEN, 0,
                                      __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
         return;
-    r->rc = dump_page(r);
+    r->rc = run_cmd(&r->cmd);
+    if (r->rc < 0)
+        snprintf(r->err, sizeof(r->err), "%s", dp_last_error());
     __atomic_store_n(&r->state, DP_REQ_DONE, __ATOMIC_RELEASE);
 }
 
-int dp_worker_dump(struct dp_worker *w, struct dp_stage *st, int kind, int arg,
-                   uint32_t *cursor, void *out, unsigned max,
-                   uint32_t timeout_us)
+int dp_worker_exec(struct dp_worker *w, struct dp_cmd *cmd, uint32_t timeout_us)
 {
-    struct dp_dump_req *r = &w->dump;
+    struct dp_worker_req *r = &w->req;
     uint64_t waited_us = 0;
     int rc;
 
-    if (st == NULL || st->w != w || out == NULL || max == 0) {
-        dp_set_error(EINVAL, "dump: bad arguments");
+    if (cmd->st == NULL || cmd->st->w != w) {
+        dp_set_error(EINVAL, "worker %u: command %d for another worker's stage",
+                     w->id, cmd->kind);
         return -EINVAL;
     }
     pthread_mutex_lock(&r->callers);
-    r->st = st;
-    r->kind = kind;
-    r->arg = arg;
-    r->cursor = *cursor;
-    r->out = out;
-    r->max = max;
+    r->cmd = *cmd;
     __atomic_store_n(&r->state, DP_REQ_POSTED, __ATOMIC_RELEASE);
     for (;;) {
         uint32_t state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
@@ -470,7 +491,7 @@ int dp_worker_dump(struct dp_worker *w, struct dp_stage *st, int kind, int arg,
             break;
         if (state == DP_REQ_POSTED &&
             __atomic_load_n(&w->lcore, __ATOMIC_ACQUIRE) == LCORE_ID_ANY) {
-            run_dump(r); /* no worker thread runs: nothing reads the table but us */
+            run_request(r); /* no worker thread runs: nothing else reads its tables */
             continue;
         }
         if (state == DP_REQ_POSTED && waited_us >= timeout_us) {
@@ -480,17 +501,19 @@ int dp_worker_dump(struct dp_worker *w, struct dp_stage *st, int kind, int arg,
                                             0, __ATOMIC_ACQUIRE,
                                             __ATOMIC_RELAXED)) {
                 pthread_mutex_unlock(&r->callers);
-                dp_set_error(ETIMEDOUT, "worker %u did not read the dump "
-                             "within %u us", w->id, timeout_us);
+                dp_set_error(ETIMEDOUT, "worker %u did not run command %d "
+                             "within %u us", w->id, cmd->kind, timeout_us);
                 return -ETIMEDOUT;
             }
-            continue; /* taken meanwhile: the page is being written */
+            continue; /* taken meanwhile: it is running */
         }
         nanosleep(&nap, NULL);
         waited_us += 20;
     }
     rc = r->rc;
-    *cursor = r->cursor;
+    if (rc < 0)
+        dp_set_error(0, "%s", r->err);
+    cmd->cursor = r->cmd.cursor;
     __atomic_store_n(&r->state, DP_REQ_IDLE, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&r->callers);
     return rc;
@@ -606,15 +629,15 @@ int dp_worker_poll(struct dp_worker *w, uint64_t budget_us)
             reason |= DP_POLL_ATTENTION;
             break;
         }
-        if (unlikely(__atomic_load_n(&w->dump.state, __ATOMIC_ACQUIRE) ==
+        if (unlikely(__atomic_load_n(&w->req.state, __ATOMIC_ACQUIRE) ==
                      DP_REQ_POSTED)) {
             uint64_t t1;
 
-            run_dump(&w->dump); /* one page: bounded, the loop goes on */
+            run_request(&w->req); /* bounded (a dump: one page), the loop goes on */
             t1 = rte_rdtsc();
-            w->stats.dump_pages++;
-            if (t1 - t > w->stats.max_dump_cycles)
-                w->stats.max_dump_cycles = t1 - t;
+            w->stats.commands++;
+            if (t1 - t > w->stats.max_command_cycles)
+                w->stats.max_command_cycles = t1 - t;
             t = t1;
         }
         if (unlikely(t >= deadline)) {

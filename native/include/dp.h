@@ -191,8 +191,8 @@ struct dp_worker_stats {
     uint64_t polls;            /* calls of dp_worker_poll */
     uint64_t max_gap_cycles;   /* longest time spent outside the C loop */
     uint64_t last_gap_cycles;
-    uint64_t dump_pages;       /* pages of a table dump read inside the loop */
-    uint64_t max_dump_cycles;  /* the longest of them */
+    uint64_t commands;         /* dp_worker_exec commands run inside the loop */
+    uint64_t max_command_cycles; /* the longest of them (a dump: one page) */
     uint64_t punts[DP_MAX_PUNT_REASONS];        /* handed to the punt ring */
     uint64_t punt_policed[DP_MAX_PUNT_REASONS]; /* over the reason's rate: dropped */
 };
@@ -254,21 +254,40 @@ struct dp_stage *dp_worker_stage(struct dp_worker *w, unsigned index);
 const char *dp_stage_kind(const struct dp_stage *st);
 void dp_stage_stats(const struct dp_stage *st, struct dp_stage_stats *out);
 
-/* ---- paged dumps, read by the worker inside its loop -------------------------- */
-#define DP_DUMP_NETFLOW 1      /* dp_netflow_show: struct dp_flow_record */
-#define DP_DUMP_IP6FLOW 2      /* dp_ip6flow_show (arg: family): struct dp_ip6flow_entry */
-/* A page scans at most this many table slots (a sparse table returns short
- * pages with a cursor to go on from): a page is a few tens of microseconds. */
+/* ---- commands a worker runs inside its loop (no Python, no GIL) ------------- */
+/*
+ * Control changes to a worker's own tables run on that worker, between two
+ * bursts, without it leaving its C loop: the caller fills a dp_cmd, and
+ * dp_worker_exec posts it in the worker's request slot and waits in C (GIL
+ * released) up to timeout_us (-ETIMEDOUT, the command withdrawn). A worker
+ * that is not running has it run on the caller's thread. Returns the
+ * command's own return code (its error message comes back with it).
+ */
+#define DP_CMD_DUMP_NETFLOW 1       /* dp_netflow_show page: p records, max, cursor */
+#define DP_CMD_DUMP_IP6FLOW 2       /* dp_ip6flow_show page, a0 family */
+#define DP_CMD_NETFLOW_TIMEOUTS 3   /* a0 active s, a1 inactive s */
+#define DP_CMD_NETFLOW_SETCONFIG 4  /* a0 port, a1 DP_NF_CONF_* */
+#define DP_CMD_NETFLOW_IFINDEX 5    /* a0 port, a1 ifIndex */
+#define DP_CMD_ONE2MANY_STATS 6     /* a0 link, a1 clear, p struct dp_o2m_link_stats */
+#define DP_CMD_IP6FLOW_CONFIGURE 7  /* p struct dp_ip6flow_conf */
+#define DP_CMD_IP6FLOW_INVALIDATE 8
+#define DP_CMD_XCONNECT_SET 9       /* a0 in port, a1 out port */
+/* A dump page scans at most this many table slots, and is read in steps for
+ * at most ~50 us: a sparse or slow table returns short pages, with a cursor
+ * to go on from. */
 #define DP_DUMP_SCAN_SLOTS 4096
-/* One page of a stage's table (kind DP_DUMP_*), from *cursor, up to max
- * records into out (fewer when ~50 us of reading did not fill it). A
- * running worker reads it between two bursts, inside its C loop, while the
- * caller waits in C (GIL released) up to timeout_us
- * (-ETIMEDOUT); a worker that is not running is read on the caller's thread.
- * Returns the records filled; *cursor is 0 when the walk is complete. */
-int dp_worker_dump(struct dp_worker *w, struct dp_stage *st, int kind, int arg,
-                   uint32_t *cursor, void *out, unsigned max,
-                   uint32_t timeout_us);
+
+struct dp_cmd {
+    int kind;                   /* DP_CMD_* */
+    struct dp_stage *st;        /* one of the worker's stages */
+    int64_t a0;
+    int64_t a1;
+    void *p;
+    unsigned max;               /* dumps: records room at p */
+    uint32_t cursor;            /* dumps: from, then where to go on (0: done) */
+};
+
+int dp_worker_exec(struct dp_worker *w, struct dp_cmd *cmd, uint32_t timeout_us);
 
 /* Slow path rings: packets to Python (punt) and from Python (inject). */
 /* Police punts of one reason on this worker: rate packets per second, burst
@@ -383,7 +402,7 @@ unsigned dp_netflow_export_pending(const struct dp_stage *st);
  * emptied whole at the end). */
 int dp_netflow_flush(struct dp_stage *st, struct dp_flow_record *out,
                      unsigned max);
-/* Paged dump of the cache (on the worker's thread, or dp_worker_dump): from
+/* Paged dump of the cache (on the worker's thread, or DP_CMD_DUMP_*): from
  * *cursor, up to max records, scanning at most DP_DUMP_SCAN_SLOTS slots;
  * *cursor is 0 when the walk is complete. */
 int dp_netflow_show(struct dp_stage *st, uint32_t *cursor,

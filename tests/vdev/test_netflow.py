@@ -288,7 +288,15 @@ def test_show_pages_through_every_flow_without_the_worker_leaving_its_loop(tmp_p
             seen += [r["dst"] for r in rows]
             pages += 1
         assert sorted(seen) == sorted(p[IP].dst for p in pkts) and pages >= 5000 // 333
-        assert dp.snapshot().workers[0]["polls"] == polls, "the dump brought the worker back to Python"
+        # control commands too run inside the loop, errors and all
+        commands = dp.snapshot().workers[0]["commands"]
+        assert commands >= pages  # a page the caller asked for may take several reads
+        dp.netflow[0].settimeouts(120, 5)
+        with pytest.raises(native.DataplaneError, match="timeouts must be > 0"):
+            dp.netflow[0].settimeouts(0, 5)
+        w = dp.snapshot().workers[0]
+        assert (w["polls"], w["commands"]) == (polls, commands + 2), "a command brought the worker back to Python"
+        assert dp.snapshot().netflow[0]["inactive_timeout"] == 5
 
 
 def test_every_collector_gets_every_datagram_over_ipv4_and_ipv6(tmp_path, file_prefix, collector):
