@@ -370,6 +370,9 @@ class PuntPolice(Strict):
 class SlowPathConfig(Strict):
     """The slow path: its own thread takes every worker's punted packets."""
     police: PuntPolice = Field(default_factory=PuntPolice)
+    source_share: float = Field(0.125, gt=0, le=1,
+                                description="of each reason's rate and burst, what one source "
+                                            "address may take (1: no per-source limit)")
 
 
 class ControlConfig(Strict):

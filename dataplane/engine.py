@@ -291,7 +291,7 @@ class Dataplane:
             h = native.worker_create(wi, sock, self._pool_for(sock))
             native.worker_set_cycle_sampling(h, self.cfg.run.cycle_sample_shift)
             native.worker_set_idle_rx_skip(h, self.cfg.run.idle_rx_skip)
-            self._set_punt_police(h, self.cfg.slowpath.police)
+            self._set_punt_police(h, self.cfg.slowpath)
             self._worker_handles.append(h)
             for p in self.ports:
                 if p.cfg.poll and wi < p.nb_rxq:
@@ -304,17 +304,18 @@ class Dataplane:
     def _port_id(self, name: str) -> int:
         return self.port(name).port_id
 
-    def _set_punt_police(self, h, police) -> None:
+    def _set_punt_police(self, h, slowpath) -> None:
         """Each worker polices its own punts: its share of every reason's rate."""
         n = len(self.cfg.eal.workers)
         for reason, name in enumerate(native.punt_reason_names()):
-            p = getattr(police, name)
-            native.worker_set_punt_policer(h, reason, p.rate / n, max(1, p.burst // n))
+            p = getattr(slowpath.police, name)
+            native.worker_set_punt_policer(h, reason, p.rate / n, max(1, p.burst // n),
+                                           slowpath.source_share)
 
-    def set_punt_police(self, police) -> None:
-        """New punt rates, live: single words the workers read per punt."""
+    def set_punt_police(self, slowpath) -> None:
+        """New punt rates ([slowpath]), live: single words the workers read per punt."""
         for h in self._worker_handles:
-            self._set_punt_police(h, police)
+            self._set_punt_police(h, slowpath)
 
     @property
     def netflow(self) -> list:

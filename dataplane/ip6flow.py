@@ -87,7 +87,8 @@ class Ip6flowController:
         """Ports are started: take punts, watch links."""
         self.slowpath = SlowPath(self.table, self._inject, icmp_rate=self.cfg.icmp_rate,
                                  icmp_burst=self.cfg.icmp_burst,
-                                 reachable_s=self.cfg.neighbour_reachable_s)
+                                 reachable_s=self.cfg.neighbour_reachable_s,
+                                 source_share=self.dp.cfg.slowpath.source_share)
         self.dp.on_punt(self._on_punt)
         self._thread = threading.Thread(target=self._monitor, name=f"dp-ip6flow-{self.index}",
                                         daemon=True)
@@ -215,6 +216,10 @@ class Ip6flowController:
         for (address, port), n in new_n.items():
             if old_n.get((address, port)) != n:
                 self.table.neighbour_add(self._port_id(port), address, n.mac)
+
+    def set_source_share(self, share: float) -> None:
+        with self._slow_lock:
+            self.slowpath.set_icmp_rate(self.cfg.icmp_rate, self.cfg.icmp_burst, share)
 
     def invalidate(self) -> int:
         """ip6flow_invalidate_all: every worker's cache, both families."""

@@ -358,8 +358,9 @@ def worker_inject(w, port_id: int, data: bytes) -> None:
     check(lib.dp_worker_inject(w, port_id, data, len(data)), "inject", WorkerError)
 
 
-def worker_set_punt_policer(w, reason: int, rate: float, burst: int) -> None:
-    check(lib.dp_worker_set_punt_policer(w, reason, rate, burst), "punt policer", WorkerError)
+def worker_set_punt_policer(w, reason: int, rate: float, burst: int, source_share: float = 1.0) -> None:
+    check(lib.dp_worker_set_punt_policer(w, reason, rate, burst, source_share), "punt policer",
+          WorkerError)
 
 
 def punt_wait(workers, timeout_us: int) -> int:

@@ -60,7 +60,11 @@ def plan(dp, new: Config, source: str) -> list[tuple[str, Callable[[], None]]]:
                               f"file {[s.stage for s in new.pipeline]})")
     steps: list[tuple[str, Callable[[], None]]] = []
     if old.slowpath != new.slowpath:
-        steps.append(("slowpath.police", lambda: dp.set_punt_police(new.slowpath.police)))
+        steps.append(("slowpath", lambda: dp.set_punt_police(new.slowpath)))
+        for c in dp.ip6flow:  # the ICMP errors' per-source share
+            if c.slowpath is not None and old.slowpath.source_share != new.slowpath.source_share:
+                steps.append(("slowpath.source_share", lambda c=c: c.set_source_share(
+                    new.slowpath.source_share)))
     for i, (o, n) in enumerate(zip(old.pipeline, new.pipeline)):
         a, b = _dump(o), _dump(n)
         changed = {k for k in a if a[k] != b[k]}

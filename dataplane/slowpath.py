@@ -165,6 +165,7 @@ HOLD_PER_NEIGHBOUR = 3               # packets held per unresolved neighbour
 RESOLVE_RETRANSMIT_S = 1.0           # RFC 4861 RETRANS_TIMER
 RESOLVE_TRIES = 3                    # RFC 4861 MAX_MULTICAST_SOLICIT
 NUD_PROBES = 3                       # RFC 4861 MAX_UNICAST_SOLICIT
+SOURCE_BUCKETS = 4096                # ICMP error buckets kept per source address
 
 
 class RouterView(Protocol):
@@ -309,25 +310,32 @@ class SlowPath:
 
     def __init__(self, router: RouterView, inject: Callable[[int, bytes], None],
                  clock: Callable[[], float] = time.monotonic, icmp_rate: float = 100,
-                 icmp_burst: int = 10, reachable_s: float = 30.0):
+                 icmp_burst: int = 10, reachable_s: float = 30.0, source_share: float = 1.0):
         self.router = router
         self.inject = inject
         self.clock = clock
         self.icmp_rate = icmp_rate
         self.icmp_burst = icmp_burst
+        self.source_share = source_share
         self.stats: collections.Counter = collections.Counter()
         self.handled = 0
         self._tokens = float(icmp_burst)
         self._tokens_at = clock()
+        # per source address: (tokens, when), the least recently used first
+        self._source_tokens: collections.OrderedDict[Address, tuple[float, float]] = \
+            collections.OrderedDict()
         self._pending: dict[tuple[int, Address], PendingNeighbour] = {}
         self.reachable_s = reachable_s
         self._reachability: dict[tuple[int, Address], Reachability] = {}
 
-    def set_icmp_rate(self, rate: float, burst: int) -> None:
+    def set_icmp_rate(self, rate: float, burst: int, source_share: float | None = None) -> None:
         """A new token bucket (live reload); tokens kept up to the new burst."""
         self._take_token_refill()
         self.icmp_rate, self.icmp_burst = rate, burst
         self._tokens = min(self._tokens, float(burst))
+        if source_share is not None:
+            self.source_share = source_share
+            self._source_tokens.clear()
 
     # ---- entry points -------------------------------------------------------------
 
@@ -724,7 +732,7 @@ class SlowPath:
         source = source_address(self.router.interface(pkt.rx_port), pkt.src, any_global=True)
         if source is None:
             return "no_source_address"
-        if not self._take_token():
+        if not self._take_token(pkt.src):
             return "icmp_rate_limited"
         icmp_type, code = type_code
         if pkt.version == 6:
@@ -768,12 +776,28 @@ class SlowPath:
                            self._tokens + (now - self._tokens_at) * self.icmp_rate)
         self._tokens_at = now
 
-    def _take_token(self) -> bool:
+    def _take_token(self, source: Address) -> bool:
+        """One error's token: the source's own (a burst, then source_share of
+        the rate: one host's storm leaves the rest to the others, and a
+        traceroute's three probes find a burst), then the router's."""
+        if self.source_share < 1 and not self._take_source_token(source):
+            return False
         self._take_token_refill()
         if self._tokens < 1:
             return False
         self._tokens -= 1
         return True
+
+    def _take_source_token(self, source: Address) -> bool:
+        now = self.clock()
+        burst = float(self.icmp_burst)
+        tokens, at = self._source_tokens.pop(source, (burst, now))
+        tokens = min(burst, tokens + (now - at) * self.icmp_rate * self.source_share)
+        ok = tokens >= 1
+        self._source_tokens[source] = (tokens - 1 if ok else tokens, now)
+        if len(self._source_tokens) > SOURCE_BUCKETS:
+            self._source_tokens.popitem(last=False)  # the least recently heard from
+        return ok
 
     def _is_unicast(self, address: Address) -> bool:
         if address.is_multicast or address.is_unspecified:

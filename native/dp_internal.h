@@ -104,14 +104,29 @@ struct dp_rxq {
 #define DP_CLOCK_SKIPS 3
 
 /* A token bucket in nanoseconds of credit: a packet costs cost_ns, the
- * bucket holds depth_ns (burst packets' worth). cost_ns 0: no limit.
- * Configured from any thread (single aligned words, last_ns zeroed: full
- * again); used by the worker. */
+ * bucket holds depth_ns (burst packets' worth). */
+struct dp_bucket {
+    uint64_t credit_ns;
+    uint64_t last_ns;
+};
+
+/* Punt policing per reason: the reason's bucket (what the slow path may
+ * get), and one of DP_PUNT_SOURCES buckets by source address (a source's
+ * share of it). A source over its share is dropped before it takes a token
+ * of the reason's bucket: one host's storm leaves the rest to the others
+ * (a traceroute, a neighbour). cost_ns 0: no limit; src_cost_ns 0: no
+ * per-source limit. Configured from any thread (single aligned words);
+ * buckets last used before epoch_ns start full. Used by the worker. */
+#define DP_PUNT_SOURCES 64
+
 struct dp_punt_policer {
     uint64_t cost_ns;
     uint64_t depth_ns;
-    uint64_t credit_ns;
-    uint64_t last_ns;
+    uint64_t src_cost_ns;
+    uint64_t src_depth_ns;
+    uint64_t epoch_ns;
+    struct dp_bucket all;
+    struct dp_bucket src[DP_PUNT_SOURCES];
 };
 
 /* A command a caller posts for the worker to run inside its loop
@@ -296,28 +311,65 @@ static inline void dp_emit_bulk(struct dp_worker *w, uint16_t out_port,
     }
 }
 
-/* May one more packet go to the slow path? Takes a token if so. */
-static inline int dp_punt_admit(struct dp_punt_policer *p)
+/* Takes a token from b if it has one. */
+static inline int dp_bucket_take(struct dp_bucket *b, uint64_t cost,
+                                 uint64_t depth, uint64_t now, uint64_t epoch)
 {
-    const uint64_t cost = __atomic_load_n(&p->cost_ns, __ATOMIC_RELAXED);
-    uint64_t now, credit, depth;
+    /* A bucket unused since the policer was (re)configured, or a clock
+     * stepped back, is full. */
+    uint64_t credit = b->last_ns >= epoch && now >= b->last_ns
+                      ? b->credit_ns + (now - b->last_ns) : depth;
 
-    if (cost == 0)
-        return 1;
-    depth = __atomic_load_n(&p->depth_ns, __ATOMIC_RELAXED);
-    now = dp_clock_ns();
-    /* A new bucket (last 0) or a clock stepped back finds a full bucket. */
-    credit = p->last_ns && now >= p->last_ns ? p->credit_ns + (now - p->last_ns)
-                                              : depth;
-    p->last_ns = now;
+    b->last_ns = now;
     if (credit > depth)
         credit = depth;
     if (credit < cost) {
-        p->credit_ns = credit;
+        b->credit_ns = credit;
         return 0;
     }
-    p->credit_ns = credit - cost;
+    b->credit_ns = credit - cost;
     return 1;
+}
+
+/* Which per-source bucket a punted frame's sender falls in: its IPv6 or
+ * IPv4 source, ARP's sender address, else its source MAC. */
+static inline unsigned dp_punt_source(const struct rte_mbuf *m)
+{
+    const uint8_t *d = rte_pktmbuf_mtod(m, const uint8_t *);
+    const uint32_t len = rte_pktmbuf_data_len(m);
+    uint64_t h = 0, x = 0;
+
+    if (len >= 38 && d[12] == 0x86 && d[13] == 0xdd) {          /* IPv6 source */
+        memcpy(&h, d + 22, 8);
+        memcpy(&x, d + 30, 8);
+        h ^= x;
+    } else if (len >= 30 && d[12] == 0x08 && d[13] == 0x00) {   /* IPv4 source */
+        memcpy(&h, d + 26, 4);
+    } else if (len >= 32 && d[12] == 0x08 && d[13] == 0x06) {   /* ARP sender */
+        memcpy(&h, d + 28, 4);
+    } else if (len >= 12) {                                     /* source MAC */
+        memcpy(&h, d + 6, 6);
+    }
+    return (unsigned)((h * 0x9E3779B97F4A7C15ull) >> 58) % DP_PUNT_SOURCES;
+}
+
+/* May one more packet go to the slow path? Takes its tokens if so. */
+static inline int dp_punt_admit(struct dp_punt_policer *p, const struct rte_mbuf *m)
+{
+    const uint64_t cost = __atomic_load_n(&p->cost_ns, __ATOMIC_RELAXED);
+    const uint64_t src_cost = __atomic_load_n(&p->src_cost_ns, __ATOMIC_RELAXED);
+    uint64_t now, epoch;
+
+    if (cost == 0)
+        return 1;
+    now = dp_clock_ns();
+    epoch = __atomic_load_n(&p->epoch_ns, __ATOMIC_ACQUIRE);
+    if (src_cost && !dp_bucket_take(&p->src[dp_punt_source(m)], src_cost,
+                                    __atomic_load_n(&p->src_depth_ns, __ATOMIC_RELAXED),
+                                    now, epoch))
+        return 0;
+    return dp_bucket_take(&p->all, cost,
+                          __atomic_load_n(&p->depth_ns, __ATOMIC_RELAXED), now, epoch);
 }
 
 /* Hand a packet to Python with why (DP_PUNT_*), within the reason's rate;
@@ -330,7 +382,7 @@ static inline void dp_punt_why(struct dp_stage *st, struct rte_mbuf *m,
 
     if (unlikely(reason >= DP_MAX_PUNT_REASONS))
         reason = DP_PUNT_OTHER;
-    if (unlikely(!dp_punt_admit(&w->police[reason]))) {
+    if (unlikely(!dp_punt_admit(&w->police[reason], m))) {
         w->stats.punt_policed[reason]++;
         dp_drop(st, m, DP_DROP_PUNT_POLICED);
         return;

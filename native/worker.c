@@ -711,25 +711,39 @@ unsigned dp_worker_punt_pending(const struct dp_worker *w)
     return rte_ring_count(w->punt_ring);
 }
 
+static uint64_t cost_of(double rate)
+{
+    uint64_t cost = rate > 0 ? (uint64_t)(1e9 / rate) : 0;
+
+    return cost == 0 && rate > 0 ? 1 : cost;
+}
+
 int dp_worker_set_punt_policer(struct dp_worker *w, unsigned reason,
-                               double rate, uint32_t burst)
+                               double rate, uint32_t burst, double source_share)
 {
     struct dp_punt_policer *p;
-    uint64_t cost;
+    uint64_t cost, src_cost = 0, src_burst = 0;
 
     if (reason >= DP_MAX_PUNT_REASONS || !(rate >= 0) || rate > 1e9 ||
-        (rate > 0 && burst == 0)) {
-        dp_set_error(EINVAL, "punt policer %u: rate %g, burst %u", reason,
-                     rate, burst);
+        (rate > 0 && burst == 0) || !(source_share > 0) || source_share > 1) {
+        dp_set_error(EINVAL, "punt policer %u: rate %g, burst %u, source share %g",
+                     reason, rate, burst, source_share);
         return -EINVAL;
     }
     p = &w->police[reason];
-    cost = rate > 0 ? (uint64_t)(1e9 / rate) : 0;
-    if (cost == 0 && rate > 0)
-        cost = 1;
+    cost = cost_of(rate);
+    if (cost && source_share < 1) {
+        src_cost = cost_of(rate * source_share);
+        src_burst = (uint64_t)(burst * source_share + 0.5);
+        if (src_burst == 0)
+            src_burst = 1;
+    }
     __atomic_store_n(&p->depth_ns, cost * burst, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->src_depth_ns, src_cost * src_burst, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->src_cost_ns, src_cost, __ATOMIC_RELAXED);
     __atomic_store_n(&p->cost_ns, cost, __ATOMIC_RELAXED);
-    __atomic_store_n(&p->last_ns, 0, __ATOMIC_RELEASE); /* starts full */
+    /* every bucket full again */
+    __atomic_store_n(&p->epoch_ns, dp_clock_ns(), __ATOMIC_RELEASE);
     return 0;
 }
 

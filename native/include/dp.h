@@ -291,9 +291,11 @@ int dp_worker_exec(struct dp_worker *w, struct dp_cmd *cmd, uint32_t timeout_us)
 
 /* Slow path rings: packets to Python (punt) and from Python (inject). */
 /* Police punts of one reason on this worker: rate packets per second, burst
- * at once (rate 0: no limit). Any thread; takes effect with the next punt. */
+ * at once (rate 0: no limit); one source (by address) gets at most
+ * source_share of both (1: no per-source limit). Any thread; takes effect
+ * with the next punt, every bucket full. */
 int dp_worker_set_punt_policer(struct dp_worker *w, unsigned reason,
-                               double rate, uint32_t burst);
+                               double rate, uint32_t burst, double source_share);
 /* The slow path's wait, GIL released: returns as soon as one of the n
  * workers' punt rings holds a packet (how many they hold), or 0 after
  * timeout_us. Sleeps between looks; never touches a worker's loop. */

@@ -510,6 +510,123 @@ def test_ipv4_fragmented_datagram_bigger_than_an_af_packet_frame(rt):
         rt.expected_drops.update({k: after[k] - before[k] for k in after if after[k] != before[k]})
 
 
+# A host on link a floods the router from a second address: 1 frame in 10
+# with hop limit 1, the rest UDP to a sink on B; paced, for a few seconds.
+STORM_SRC6 = "2001:db8:a::99"
+STORM_SENDER = r'''
+import socket, struct, sys, time
+ifname, dst_mac, src_mac, src, dst, rate, seconds = sys.argv[1:8]
+rate, seconds = int(rate), float(seconds)
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((ifname, 0))
+eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) + b"\x86\xdd"
+def frame(hlim, port):
+    udp = struct.pack("!HHHH", 40000, port, 8 + 18, 0) + b"x" * 18   # checksum filled below
+    ip = struct.pack("!IHBB", 6 << 28, len(udp), 17, hlim) + socket.inet_pton(socket.AF_INET6, src) \
+        + socket.inet_pton(socket.AF_INET6, dst)
+    pseudo = ip[8:40] + struct.pack("!IxxxB", len(udp), 17) + udp
+    total = sum(struct.unpack("!%dH" % (len(pseudo) // 2), pseudo))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    udp = udp[:6] + struct.pack("!H", ~total & 0xFFFF or 0xFFFF) + udp[8:]
+    return eth + ip + udp
+good, dying = frame(64, 9999), frame(1, 9999)
+sent = {"good": 0, "hop_limit_1": 0}
+t0 = time.monotonic()
+while (t := time.monotonic() - t0) < seconds:
+    while (sent["good"] + sent["hop_limit_1"]) < rate * t:
+        n = sent["good"] + sent["hop_limit_1"]
+        if n % 10 == 0:
+            s.send(dying); sent["hop_limit_1"] += 1
+        else:
+            s.send(good); sent["good"] += 1
+    time.sleep(0.001)
+print(sent, flush=True)
+'''
+UDP_SINK = r'''
+import json, socket, sys, time
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
+s.bind(("::", int(sys.argv[1])))
+open(sys.argv[2], "w").write("ready")
+s.settimeout(3)
+n = 0
+try:
+    while True:
+        s.recv(2048)
+        n += 1
+except socket.timeout:
+    pass
+print(json.dumps({"received": n}), flush=True)
+'''
+
+
+def punt_source_bucket(address: str) -> int:
+    """native/dp_internal.h dp_punt_source() for an IPv6 source."""
+    b = ipaddress.IPv6Address(address).packed
+    h = int.from_bytes(b[:8], "little") ^ int.from_bytes(b[8:], "little")
+    return ((h * 0x9E3779B97F4A7C15) & (1 << 64) - 1) >> 58
+
+
+@pytest.mark.timeout(120)
+def test_a_hop_limit_storm_leaves_traceroute_ping_and_neighbours_working(rt):
+    """During a storm from another address of A (10 % of 20k frames/s with hop
+    limit 1, 2k/s: over the router's hop-limit punt rate), traceroute from A
+    still lists the router then B (the storm source is held to its share in C
+    and in the ICMP limiter), pings through and to the router get through, a
+    neighbour new to the router is resolved, and the good frames arrive."""
+    topo = rt.topo
+    # the storm and the traceroute must not share a per-source bucket in C
+    assert punt_source_bucket(STORM_SRC6) != punt_source_bucket(topo.ip6_a)
+    # deprecated at once: A's own traffic (traceroute, ping) keeps sourcing from ip6_a
+    sh(*topo.in_a("ip", "-6", "addr", "add", f"{STORM_SRC6}/64", "dev", topo.va, "nodad",
+                  "preferred_lft", "0"))
+    new_b = "2001:db8:b::3"
+    sh(*topo.in_b("ip", "-6", "addr", "add", f"{new_b}/64", "dev", topo.vb, "nodad"))
+    ready = rt.tmp / "sink.ready"
+    ready.unlink(missing_ok=True)
+    sink = subprocess.Popen(topo.in_b(sys.executable, "-c", UDP_SINK, "9999", str(ready)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    router_mac = Path(f"/sys/class/net/{topo.da}/address").read_text().strip()
+    before, drops_before = rt.stats(), rt.ctl("stats")["totals"]["drops"]
+    try:
+        deadline = time.monotonic() + 10
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        storm = subprocess.Popen(topo.in_a(sys.executable, "-c", STORM_SENDER, topo.va, router_mac,
+                                           topo.mac(topo.ns_a, topo.va), STORM_SRC6, topo.ip6_b,
+                                           "20000", "8"),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)   # the storm is on
+        trace = sh(*topo.in_a("traceroute", "-6", "-n", "-q", "3", "-w", "2", "-m", "5", topo.ip6_b),
+                   check=False, timeout=30)
+        pings = [ping(topo, dst, 3, interval=0.1, v6=True) for dst in (topo.ip6_b, R_A6, new_b)]
+        during = rt.stats()
+        out, err = storm.communicate(timeout=30)
+        assert storm.returncode == 0, err
+        sent = eval(out.strip())
+        got = json.loads(sink.communicate(timeout=30)[0])
+    finally:
+        for p in (sink,):
+            if p.poll() is None:
+                p.kill()
+        sh(*topo.in_a("ip", "-6", "addr", "del", f"{STORM_SRC6}/64", "dev", topo.va), check=False)
+        sh(*topo.in_b("ip", "-6", "addr", "del", f"{new_b}/64", "dev", topo.vb), check=False)
+        drops_after = rt.ctl("stats")["totals"]["drops"]
+        rt.expected_drops.update({k: drops_after[k] - drops_before[k] for k in drops_after
+                                  if drops_after[k] != drops_before[k]})
+    workers = rt.ctl("workers")
+    policed = sum(w["punt_policed"]["hop_limit"] for w in workers)
+    print(f"\n[storm] sent {sent}, B received {got['received']} good; hop_limit punts "
+          f"{during['ipv6']['punts']['hop_limit'] - before['ipv6']['punts']['hop_limit']}, policed {policed}"
+          f"\n{trace.stdout}")
+    assert policed > 0, "the storm never exceeded the hop-limit punt rate: no storm"
+    assert hops(trace.stdout) == {1: {R_A6}, 2: {topo.ip6_b}}, trace.stdout + trace.stderr
+    for res, what in zip(pings, ("through the router", "to the router", "to a neighbour new to the router")):
+        assert_no_loss(res, 3, f"ping -6 {what} during the storm")
+    assert got["received"] >= 0.9 * sent["good"], (got, sent)
+
+
 @pytest.mark.timeout(60)
 def test_sigterm_final_json_has_the_router_counters(rt):
     """Last: stops the module's router. Its final --json output carries the

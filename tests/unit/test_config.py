@@ -135,7 +135,10 @@ def test_router_example_documents_every_ip6flow_key_with_its_default():
 
 def test_reference_documents_every_punt_reason_with_its_default():
     from dataplane import native
-    police = tomllib.loads(REFERENCE.read_text())["slowpath"]["police"]
+    slowpath = tomllib.loads(REFERENCE.read_text())["slowpath"]
+    police = slowpath["police"]
+    assert set(slowpath) == set(config.SlowPathConfig.model_fields)
+    assert slowpath["source_share"] == config.SlowPathConfig().source_share
     defaults = config.PuntPolice()
     # one bucket per reason the C side punts with, named as it names them
     assert tuple(config.PuntPolice.model_fields) == native.punt_reason_names()

@@ -671,6 +671,26 @@ def test_icmp_errors_are_rate_limited_by_a_token_bucket():
     rig.check_invariants()
 
 
+def test_one_sources_storm_leaves_icmp_errors_for_the_others():
+    """source_share 0.2 of 100 errors/s, burst 10: a storming source gets its
+    burst, then 20/s; the other 80/s stay for the other sources."""
+    rig = Rig(icmp_rate=100, icmp_burst=10, source_share=0.2)
+
+    def burst(n, src=HOST6):
+        return sum(len(rig.punt(PUNT_NO_ROUTE, frame(udp6(src=src, dst=NOWHERE6)))) for _ in range(n))
+
+    assert burst(50) == 10 and rig.stats["icmp_rate_limited"] == 40
+    rig.clock.advance(0.1)      # the router's bucket: 10 back; the storming source's: 2
+    assert burst(50) == 2
+    assert burst(3, src="2001:db8:1::77") == 3                 # a traceroute from elsewhere
+    rig.clock.advance(1.0)
+    assert burst(50) == 10 and burst(3, src="2001:db8:1::77") == 0  # its burst back; the router's empty
+    rig.slow.set_icmp_rate(100, 10, source_share=1.0)          # live: no per-source limit
+    rig.clock.advance(1)
+    assert burst(50) == 10
+    rig.check_invariants()
+
+
 def test_no_errors_about_errors(rig):
     error6 = IPv6(src=HOST6, dst=NOWHERE6) / ICMPv6DestUnreach() / raw(udp6())
     error4 = IP(src=HOST4, dst=NOWHERE4) / ICMP(type=11) / raw(udp4())[:28]

@@ -37,7 +37,7 @@ from scapy.packet import Raw
 from scapy.utils import rdpcap
 
 from dataplane import native
-from dataplane.config import PuntPolice, PuntPolicer
+from dataplane.config import PuntPolice, PuntPolicer, SlowPathConfig
 from dataplane.errors import ConfigError
 from dataplane.ip6flow import Ip6flowError
 from dataplane.slowpath import OUTCOMES
@@ -1025,6 +1025,8 @@ def test_a_silent_learnt_neighbour_is_polled_then_forgotten_and_resolves_again(
 # ---- 9. punts: policed per reason in C, handled on the slow path's own thread ------
 
 POLICE_HOP_LIMIT = """
+[slowpath]
+source_share = 1.0
 [slowpath.police]
 hop_limit = { rate = 1, burst = 5 }
 """
@@ -1056,10 +1058,32 @@ def test_punts_over_their_reasons_rate_are_dropped_in_c_and_counted(tmp_path, fi
         snap = r.settle()
         assert (snap.workers[0]["punts"]["hop_limit"], snap.workers[0]["punt_policed"]["hop_limit"]) == (7, 53)
 
-        dp.set_punt_police(PuntPolice(hop_limit=PuntPolicer(rate=1000, burst=1000)))
+        dp.set_punt_police(SlowPathConfig(source_share=1.0,
+                                          police=PuntPolice(hop_limit=PuntPolicer(rate=1000, burst=1000))))
         native.clock_set_manual(T0_NS + 3_000_000_000)
         r.send(*[udp6(hlim=1, seq=300 + i) for i in range(10)])
         snap = r.settle()
         assert (snap.workers[0]["punts"]["hop_limit"], snap.workers[0]["punt_policed"]["hop_limit"]) == (17, 53)
         assert sum(snap.totals["drops"].values()) == snap.totals["dropped"] and conserved(snap)
     assert threads == {"dp-slowpath"}, "punts are handled on the slow path's own thread only"
+
+
+def test_one_sources_storm_leaves_the_rest_of_a_reasons_rate_to_the_others(tmp_path, file_prefix, clock):
+    """source_share 0.25 of a bucket of 8: a host flooding hop-limit-1 packets
+    gets 2 through, then is dropped before it takes the reason's tokens; a
+    traceroute from another host still gets its 2 (and so would 2 more)."""
+    share = """
+[slowpath]
+source_share = 0.25
+[slowpath.police]
+hop_limit = { rate = 1, burst = 8 }
+"""
+    with running(router_cfg(file_prefix, tmp_path, top=share)) as dp:
+        r = Router(dp)
+        r.send(*[udp6(hlim=1, seq=i) for i in range(30)])                       # SRC6's storm
+        r.send(*[udp6(src="2001:db8:1::77", hlim=1, seq=100 + i) for i in range(3)])  # another host
+        snap = r.settle()
+        w = snap.workers[0]
+        assert (w["punts"]["hop_limit"], w["punt_policed"]["hop_limit"]) == (4, 29)
+        te = [IPv6(f)[IPv6].dst for port, f in ((p, f[14:]) for p, f in r.slow_sent)]
+        assert sorted(te) == sorted([SRC6] * 2 + ["2001:db8:1::77"] * 2), te

@@ -74,7 +74,8 @@ def test_reload_changes_punt_rates_live(file_prefix, tmp_path):
     from scapy.layers.l2 import Ether
 
     def police(burst: int) -> str:
-        return f"[slowpath.police]\nlocal = {{ rate = 0.001, burst = {burst} }}\n"
+        return (f"[slowpath]\nsource_share = 1.0\n"
+                f"[slowpath.police]\nlocal = {{ rate = 0.001, burst = {burst} }}\n")
 
     with running(vdev_config(file_prefix, PORTS + router(ROUTE_A), extra=police(3))) as dp:
         lan = dp.port("lan").info.mac
@@ -90,5 +91,5 @@ def test_reload_changes_punt_rates_live(file_prefix, tmp_path):
         assert pings_then_counts(20) == (3, 17)
         applied = reload.apply(dp, vdev_config(file_prefix, PORTS + router(ROUTE_A), extra=police(100)),
                                "<new>")
-        assert applied == ["slowpath.police"]
+        assert applied == ["slowpath"]
         assert pings_then_counts(20) == (23, 17)
