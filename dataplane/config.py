@@ -299,6 +299,11 @@ class Ip6flowStage(Strict):
     neighbour_reachable_s: float = Field(
         30.0, ge=0, le=86400,
         description="a learnt neighbour not heard from this long is polled, then forgotten (0: never)")
+    max_neighbours: int = Field(
+        0, ge=0, le=1 << 20,
+        description="learnt neighbours kept, both families (Linux's gc_thresh3); past it the least "
+                    "recently heard-from one that no route goes through makes room. 0: what "
+                    "max_nexthops leaves, at most 1024")
     max_routes: int = Field(65536, ge=16, le=1 << 24, description="per family")
     max_nexthops: int = Field(16384, ge=16, le=32767)
     ipv4_tbl8: int = Field(4096, ge=16, le=1 << 20, description="IPv4 FIB groups for routes longer than /24")
@@ -306,6 +311,26 @@ class Ip6flowStage(Strict):
     interfaces: list[RouterInterface] = Field(default_factory=list)
     routes: list[RouteConfig] = Field(default_factory=list)
     neighbours: list[NeighbourConfig] = Field(default_factory=list)
+
+    @property
+    def nexthops_reserved(self) -> int:
+        """Next hops taken before any neighbour is learnt: static neighbours,
+        routes, connected subnets and our own addresses (one per family)."""
+        return (len(self.neighbours) + len(self.routes)
+                + sum(len(i.addresses) for i in self.interfaces) + 2)
+
+    @property
+    def neighbour_limit(self) -> int:
+        return self.max_neighbours or max(0, min(1024, self.max_nexthops - self.nexthops_reserved))
+
+    @model_validator(mode="after")
+    def _room_for_neighbours(self) -> "Ip6flowStage":
+        if self.max_neighbours and self.max_neighbours + self.nexthops_reserved > self.max_nexthops:
+            raise ValueError(f"max_neighbours {self.max_neighbours} needs max_nexthops >= "
+                             f"{self.max_neighbours + self.nexthops_reserved} (routes, static "
+                             f"neighbours and addresses take {self.nexthops_reserved}; got "
+                             f"{self.max_nexthops})")
+        return self
 
     _hashsize = field_validator("hashsize", "hashsize4")(classmethod(lambda cls, v: _pow2(v)))
 

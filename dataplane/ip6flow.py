@@ -88,7 +88,8 @@ class Ip6flowController:
         self.slowpath = SlowPath(self.table, self._inject, icmp_rate=self.cfg.icmp_rate,
                                  icmp_burst=self.cfg.icmp_burst,
                                  reachable_s=self.cfg.neighbour_reachable_s,
-                                 source_share=self.dp.cfg.slowpath.source_share)
+                                 source_share=self.dp.cfg.slowpath.source_share,
+                                 max_pending=self.table.max_neighbours)
         self.dp.on_punt(self._on_punt)
         self._thread = threading.Thread(target=self._monitor, name=f"dp-ip6flow-{self.index}",
                                         daemon=True)
@@ -148,6 +149,7 @@ class Ip6flowController:
             tot["maxflows"], tot["hashsize"] = self.limits[fam]
             out[name] = tot
         out["slowpath"] = dict(self.slowpath.stats) if self.slowpath else {}
+        out["neighbours"] = self.table.neighbour_counts() if self.table else {}
         out["inject_failed"] = self.inject_failed
         out["generation"] = native.router_generation(self.table.router) if self.table else 0
         return out

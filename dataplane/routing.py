@@ -10,12 +10,20 @@ netflow see the route's prefix length), and every resolved neighbour has a
 host route (/32, /128) with its own id, so an on-link destination resolves to
 its MAC in one lookup. A route whose gateway has no MAC yet points at a
 RESOLVE next hop: its packets are punted and the slow path resolves it.
+
+Learnt neighbours are bounded (max_neighbours, like Linux's gc_thresh3): a
+new one past the bound takes the place of the least recently heard-from
+learnt neighbour that no route goes through; a neighbour that cannot be
+added (no next hop, no room in the FIB for its host route) changes nothing
+and leaks nothing, and says so in a rate-limited log line.
 """
 from __future__ import annotations
 
+import collections
 import ipaddress
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 from . import native
@@ -25,6 +33,24 @@ log = logging.getLogger(__name__)
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class RateLimitedLog:
+    """A warning at most every `interval` seconds, with how many were held back."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0):
+        self.logger, self.interval = logger, interval
+        self._last = -interval
+        self._held = 0
+
+    def warning(self, msg: str, *args) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._held += 1
+            return
+        more = f" (and {self._held} more like it)" if self._held else ""
+        self.logger.warning(msg + more, *args)
+        self._last, self._held = now, 0
 
 
 class RouteError(ValueError):
@@ -100,6 +126,13 @@ class RouteTable:
         # comes up with the port, after this table is installed.
         self._initial_up = {b.port_id: dp.link_up(b.port_id) for b in dp.bundles}
         self._local_nh: dict[int, int] = {}
+        # learnt neighbours, the least recently heard from first
+        self._learnt: collections.OrderedDict[tuple[int, Address], None] = collections.OrderedDict()
+        self.max_neighbours = cfg.neighbour_limit
+        self.neighbour_events: collections.Counter = collections.Counter()
+        self._routes_version = 0
+        self._gateway_cache: tuple[int, set] = (-1, set())
+        self._refusals = RateLimitedLog(log)
         self.commits = 0
         self.link_up: dict[int, bool] = {}
         for itf in cfg.interfaces:
@@ -199,37 +232,88 @@ class RouteTable:
             native.router_route_add(self.router, fam, r.network.network_address.packed,
                                     r.network.prefixlen, r.nh)
         self.routes[r.network] = r
+        self._routes_version += 1
 
     def _set_neighbour(self, port: int, addr: Address, mac: str, static: bool) -> bool:
         key = (port, addr)
         old = self.neighbours.get(key)
+        if old is not None and not old.static and key in self._learnt:
+            self._learnt.move_to_end(key)  # heard from
         if old is not None and old.mac == mac and (old.static or not static):
             return False
         if old is not None and old.static and not static:
             return False  # configured entries win over what the wire says
         itf = self.ifaces[port]
-        n = Neighbour(addr, port, mac, static, nh=old.nh if old else 0)
         fam = addr.version
         host = ipaddress.ip_network((addr, addr.max_prefixlen))
         if host in self.routes and self.routes[host].action == "local":
             return False  # never let a neighbour claim our own address
-        if not n.nh:
+        if old is None and not static and len(self._learnt) >= self.max_neighbours \
+                and not self._evict_one():
+            raise RouteError(f"neighbour table full ({self.max_neighbours} learnt, every one "
+                             "a route's gateway): max_neighbours")
+        n = Neighbour(addr, port, mac, static, nh=old.nh if old else 0)
+        fresh_nh = not n.nh
+        if fresh_nh:
             n.nh = self._alloc_nh()
         self._write_nh(n.nh, "forward", fam, {"port": port, "mtu": itf.mtu, "src_mac": itf.mac,
                                               "dst_mac": mac, "gateway": addr.packed,
                                               "plen": addr.max_prefixlen})
         if old is None and host not in self.routes:
-            native.router_route_add(self.router, fam, addr.packed, addr.max_prefixlen, n.nh)
+            try:
+                native.router_route_add(self.router, fam, addr.packed, addr.max_prefixlen, n.nh)
+            except native.DataplaneError as e:
+                self._free_nh.append(n.nh)  # no route points at it: free at once
+                raise RouteError(f"no room in the FIB for the host route of {addr} "
+                                 f"(max_routes, ipv{fam}_tbl8): {e}") from None
             n.host_route = True
         else:
             n.host_route = old.host_route if old else False
         self.neighbours[key] = n
+        if static:
+            self._learnt.pop(key, None)
+        else:
+            self._learnt[key] = None
+            self._learnt.move_to_end(key)
         # routes through this neighbour now forward
         for r in self.routes.values():
             if r.via == addr and r.action == "forward" and self._egress(r) == port:
                 kind, args = self._nh_for(r)
                 self._write_nh(r.nh, kind, fam, args)
         return True
+
+    def _gateways(self) -> set[tuple[int | None, Address]]:
+        """(port, address) of every route's gateway, kept until the routes change."""
+        if self._gateway_cache[0] != self._routes_version:
+            self._gateway_cache = (self._routes_version, {
+                (self._egress(r), r.via) for r in self.routes.values() if r.via is not None})
+        return self._gateway_cache[1]
+
+    def _evict_one(self) -> bool:
+        """Make room for a learnt neighbour: the least recently heard-from one
+        that no route goes through. False: every one is a gateway."""
+        gateways = self._gateways()
+        for key in self._learnt:
+            if key not in gateways:
+                self._del_neighbour(self.neighbours[key])
+                self.neighbour_events["evicted"] += 1
+                return True
+        return False
+
+    def _del_neighbour(self, n: Neighbour) -> None:
+        """Remove a neighbour, commit, and only then free its next hop."""
+        key = (n.port_id, n.address)
+        self.neighbours.pop(key, None)
+        self._learnt.pop(key, None)
+        fam = n.address.version
+        if n.host_route:
+            native.router_route_del(self.router, fam, n.address.packed, n.address.max_prefixlen)
+        for r in self.routes.values():
+            if r.via == n.address and self._egress(r) == n.port_id:
+                kind, args = self._nh_for(r)
+                self._write_nh(r.nh, kind, fam, args)
+        self._commit()
+        self._free_nh.append(n.nh)  # the commit made it unreachable
 
     def _commit(self) -> None:
         native.router_commit(self.router)
@@ -272,6 +356,7 @@ class RouteTable:
             native.router_route_del(self.router, net.version, net.network_address.packed,
                                     net.prefixlen)
             del self.routes[net]
+            self._routes_version += 1
             self._commit()
             # the id is only reused after the commit made it unreachable
             self._free_nh.append(r.nh)
@@ -292,18 +377,10 @@ class RouteTable:
     def neighbour_del(self, port_id: int, address: str) -> None:
         addr = ipaddress.ip_address(address)
         with self._lock:
-            n = self.neighbours.pop((port_id, addr), None)
+            n = self.neighbours.get((port_id, addr))
             if n is None:
                 raise RouteError(f"no neighbour {addr} on port {port_id}")
-            fam = addr.version
-            if n.host_route:
-                native.router_route_del(self.router, fam, addr.packed, addr.max_prefixlen)
-            for r in self.routes.values():
-                if r.via == addr and self._egress(r) == port_id:
-                    kind, args = self._nh_for(r)
-                    self._write_nh(r.nh, kind, fam, args)
-            self._commit()
-            self._free_nh.append(n.nh)
+            self._del_neighbour(n)
 
     def set_link(self, port_id: int, up: bool) -> None:
         with self._lock:
@@ -353,11 +430,24 @@ class RouteTable:
         if self.is_local(addr) or addr.is_multicast or addr.is_unspecified:
             return False
         with self._lock:
-            changed = self._set_neighbour(port_id, addr, mac.lower(), static=False)
+            try:
+                changed = self._set_neighbour(port_id, addr, mac.lower(), static=False)
+            except RouteError as e:
+                self.neighbour_events["refused"] += 1
+                self._refusals.warning("neighbour %s on %s not learnt: %s", addr, itf.name, e)
+                return False
             if changed:
                 self._commit()
                 log.info("neighbour %s is at %s on %s", addr, mac, itf.name)
             return changed
+
+    def neighbour_counts(self) -> dict[str, int]:
+        """The table against its bound, what made room, what was refused, and
+        the next hops left (a leak shows here)."""
+        with self._lock:
+            return {"learnt": len(self._learnt), "static": len(self.neighbours) - len(self._learnt),
+                    "max_neighbours": self.max_neighbours, "nexthops_free": len(self._free_nh),
+                    **{k: self.neighbour_events[k] for k in ("evicted", "refused")}}
 
     def learnt_neighbours(self) -> list[tuple[int, Address, str]]:
         with self._lock:

@@ -106,6 +106,7 @@ OUTCOMES = (
     "slow_forwarded",        # forwarded here (options, hop-by-hop, L2 multicast, resolved meanwhile)
     "fragmented",            # forwarded as IPv4 fragments (event fragments_sent counts them)
     "held",                  # waiting for neighbour resolution (see released_*)
+    "resolve_table_full",    # a next hop to resolve while max_neighbours resolutions are under way
     "blackholed",
     "icmp_time_exceeded",
     "icmp_too_big",          # ICMPv6 packet too big
@@ -310,13 +311,15 @@ class SlowPath:
 
     def __init__(self, router: RouterView, inject: Callable[[int, bytes], None],
                  clock: Callable[[], float] = time.monotonic, icmp_rate: float = 100,
-                 icmp_burst: int = 10, reachable_s: float = 30.0, source_share: float = 1.0):
+                 icmp_burst: int = 10, reachable_s: float = 30.0, source_share: float = 1.0,
+                 max_pending: int = 1024):
         self.router = router
         self.inject = inject
         self.clock = clock
         self.icmp_rate = icmp_rate
         self.icmp_burst = icmp_burst
         self.source_share = source_share
+        self.max_pending = max_pending  # neighbours being resolved at once
         self.stats: collections.Counter = collections.Counter()
         self.handled = 0
         self._tokens = float(icmp_burst)
@@ -540,6 +543,8 @@ class SlowPath:
         key = (route.port_id, route.neighbour)
         pending = self._pending.get(key)
         if pending is None:
+            if len(self._pending) >= self.max_pending:
+                return "resolve_table_full"  # a scan of the subnet: no unbounded state
             pending = PendingNeighbour(route.port_id, route.neighbour)
             if not self._solicit(pending):
                 return "no_source_address"

@@ -1087,3 +1087,76 @@ hop_limit = { rate = 1, burst = 8 }
         assert (w["punts"]["hop_limit"], w["punt_policed"]["hop_limit"]) == (4, 29)
         te = [IPv6(f)[IPv6].dst for port, f in ((p, f[14:]) for p, f in r.slow_sent)]
         assert sorted(te) == sorted([SRC6] * 2 + ["2001:db8:1::77"] * 2), te
+
+
+# ---- 10. neighbour floods: a bounded table, nothing leaked ------------------------
+
+OPEN_POLICE = """
+[slowpath]
+source_share = 1.0
+[slowpath.police]
+multicast = { rate = 1000000, burst = 100000 }
+arp = { rate = 1000000, burst = 100000 }
+local = { rate = 1000000, burst = 100000 }
+"""
+
+
+def ns_from(i: int):
+    """A neighbour solicitation for our lan address from a new host i."""
+    mac = f"02:aa:00:00:{i >> 8 & 255:02x}:{i & 255:02x}"
+    src = f"2001:db8:1::{0x1000 + i:x}"
+    return (Ether(dst="33:33:ff:00:00:01", src=mac) / IPv6(src=src, dst="ff02::1:ff00:1", hlim=255)
+            / ICMPv6ND_NS(tgt=LAN6) / ICMPv6NDOptSrcLLAddr(lladdr=mac))
+
+
+def arp_from(i: int):
+    mac = f"02:bb:00:00:{i >> 8 & 255:02x}:{i & 255:02x}"
+    return Ether(dst="ff:ff:ff:ff:ff:ff", src=mac) / ARP(op=1, hwsrc=mac, psrc=f"192.0.2.{10 + i}",
+                                                          pdst=LAN4)
+
+
+def test_a_neighbour_flood_fills_the_table_to_its_bound_and_leaks_nothing(tmp_path, file_prefix):
+    """240 new IPv6 and 200 new IPv4 hosts announce themselves (NS, ARP for our
+    address) to a router that keeps 16 learnt neighbours: the table stays at
+    16, the oldest make room, every one is answered, no next hop is lost, and
+    routes can still be added."""
+    with running(router_cfg(file_prefix, tmp_path, top=OPEN_POLICE, extra="max_neighbours = 16\n")) as dp:
+        r = Router(dp)
+        before = r.ctl.stats()["neighbours"]
+        r.send(*[ns_from(i) for i in range(240)], *[arp_from(i) for i in range(200)])
+        r.settle()
+        n = r.ctl.stats()["neighbours"]
+        assert (n["learnt"], n["max_neighbours"], n["refused"]) == (16, 16, 0), n
+        assert n["evicted"] == 440 - 16, n
+        assert n["nexthops_free"] == before["nexthops_free"] - 16, (before, n)  # no leak
+        assert r.sp.stats["na_sent"] == 240 and r.sp.stats["arp_replies_sent"] == 200
+        learnt = [x for x in r.ctl.neighbours() if not x["static"]]
+        assert {x["address"] for x in learnt} == {f"192.0.2.{10 + i}" for i in range(184, 200)}
+        r.ctl.route_add("2001:db8:55::/48", via="2001:db8:2::2")
+        r.ctl.route_add("10.55.0.0/16", via="198.51.100.2")
+        r.send(udp6(dst="2001:db8:55::1", seq=1))
+        snap = r.settle()
+        assert snap.ports["wan"]["tx"] == 1 and conserved(snap)
+
+
+def test_a_neighbour_the_fib_has_no_room_for_is_refused_and_leaks_nothing(tmp_path, file_prefix, caplog):
+    """IPv6 neighbours spread over many /64s each take their own trie groups:
+    with ipv6_tbl8 small the FIB fills before max_neighbours. The rest are
+    refused (counted, one rate-limited warning, no traceback), their next
+    hops are not lost, and IPv4 still learns."""
+    with running(router_cfg(file_prefix, tmp_path, top=OPEN_POLICE,
+                            extra="max_neighbours = 40\nipv6_tbl8 = 128\n")) as dp:
+        r = Router(dp)
+        before = r.ctl.stats()["neighbours"]
+        link_local = [Ether(dst="33:33:ff:00:00:01", src=f"02:cc:00:00:00:{i:02x}")
+                      / IPv6(src=f"fe80::{i:x}:{i:x}:{i:x}:{i + 1:x}", dst="ff02::1:ff00:1", hlim=255)
+                      / ICMPv6ND_NS(tgt=LAN6) / ICMPv6NDOptSrcLLAddr(lladdr=f"02:cc:00:00:00:{i:02x}")
+                      for i in range(40)]
+        r.send(*link_local, *[arp_from(i) for i in range(4)])
+        r.settle()
+        n = r.ctl.stats()["neighbours"]
+        assert n["refused"] > 0 and n["learnt"] + n["refused"] == 44, n
+        assert n["nexthops_free"] == before["nexthops_free"] - n["learnt"], (before, n)
+        assert {f"192.0.2.{10 + i}" for i in range(4)} <= {x["address"] for x in r.ctl.neighbours()}
+    refusals = [rec for rec in caplog.records if "not learnt" in rec.getMessage()]
+    assert len(refusals) == 1 and refusals[0].exc_info is None
