@@ -42,7 +42,7 @@ from common import MAIN_CPU, WORKER_CPU, last_json, unique_prefix  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 ROUTER_MAC = "02:70:63:61:70:00"   # net_pcap0's MAC (drivers/net/pcap: 02:'p':'c':'a':'p':0)
 HOST_MAC = "02:00:00:00:00:01"
-FRAMES = 10_000                   # per pcap; a storm frame every 1/share
+FRAMES = 100_000                  # per pcap; a storm frame every 1/share (10k new hosts at 10 %)
 FLOWS = 1024
 ICMP_RATE, ICMP_BURST = 100, 10
 
@@ -51,12 +51,12 @@ CONFIG = f"""\
 workers = [{WORKER_CPU}]
 main_core = {MAIN_CPU}
 hugepages = false
-memory_mb = 512
+memory_mb = 1024
 file_prefix = "{{prefix}}"
 log_level = "warning"
 
 [mempool]
-mbufs = 32767
+mbufs = 131071
 
 [metrics]
 enabled = false
@@ -80,7 +80,7 @@ icmp_burst = {ICMP_BURST}
 
 [[pipeline.interfaces]]
 port = "in"
-addresses = ["2001:db8:1::1/64", "192.0.2.1/24"]
+addresses = ["2001:db8:1::1/64", "192.0.2.1/23"]
 
 [[pipeline.interfaces]]
 port = "out"
@@ -142,6 +142,21 @@ def arp_unknown_target(i: int) -> Ether:
             / ARP(op=1, hwsrc=HOST_MAC, psrc="192.0.2.9", pdst=f"192.0.2.{100 + i % 100}"))
 
 
+def ns_new_host(i: int) -> Ether:
+    """An NS for the router's address from a host it has never seen (learnt)."""
+    mac = f"02:aa:{i >> 24 & 255:02x}:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"
+    return (Ether(dst="33:33:ff:00:00:01", src=mac)
+            / IPv6(src=f"2001:db8:1::1:{i >> 16 & 0xffff:x}:{i & 0xffff:x}", dst="ff02::1:ff00:1", hlim=255)
+            / ICMPv6ND_NS(tgt="2001:db8:1::1") / ICMPv6NDOptSrcLLAddr(lladdr=mac))
+
+
+def arp_new_host(i: int) -> Ether:
+    """An ARP request for the router's address from a host it has never seen."""
+    mac = f"02:bb:{i >> 24 & 255:02x}:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"
+    return (Ether(dst="ff:ff:ff:ff:ff:ff", src=mac)
+            / ARP(op=1, hwsrc=mac, psrc=f"192.0.{2 + (i >> 8) % 2}.{i % 254 + 1}", pdst="192.0.2.1"))
+
+
 def ping_router(i: int) -> Ether:
     return (Ether(dst=ROUTER_MAC, src=HOST_MAC)
             / IPv6(src="2001:db8:1::9", dst="2001:db8:1::1") / ICMPv6EchoRequest(seq=i & 0xFFFF))
@@ -158,17 +173,21 @@ SCENARIOS = {
     "ns_flood_10": (ns_unknown_target, 0.10),
     "arp_flood_10": (arp_unknown_target, 0.10),
     "ping_flood_10": (ping_router, 0.10),
+    "ndp_new_hosts_10": (ns_new_host, 0.10),
+    "arp_new_hosts_10": (arp_new_host, 0.10),
 }
 
 
 def make_pcap(workdir: Path, name: str) -> Path:
+    path = workdir / f"{name}.pcap"
+    if path.exists():  # the same file for every round
+        return path
     maker, share = SCENARIOS[name]
     every = round(1 / share) if share else 0
     frames = [maker(i) if every and i % every == 0 else good(i) for i in range(FRAMES)]
     for f in frames:
         if len(f) < 60:
             f /= b"\x00" * (60 - len(f))
-    path = workdir / f"{name}.pcap"
     wrpcap(str(path), frames)
     return path
 
@@ -203,6 +222,8 @@ def figures(name: str, out: dict, clean_pps: float | None) -> dict:
         "slowpath_handled": outcomes,
         "icmp_errors_per_s": max(errors - ICMP_BURST, 0) / seconds if errors else 0.0,
         "echo_replies": sp.get("echo_replies", 0),
+        "neighbours": rf.get("neighbours", {}),
+        "pool_in_use": sum(p["in_use"] for p in out["pools"]),
         "conserved": t["rx"] + t["injected"] == t["tx"] + t["dropped"] + t["punted"],
         "every_punt_one_outcome": t["punted"] == outcomes,
     }
@@ -239,13 +260,19 @@ def main() -> None:
           f"net_null; {args.duration:g} s per run, {args.rounds} rounds (median; every round's "
           f"ratio in brackets); ICMP rate {ICMP_RATE}/s burst {ICMP_BURST}; clean runs "
           f"{', '.join(f'{v / 1e6:.2f}' for v in tx)} Mpps")
-    print(f"{'scenario':<16}{'share':>6}{'good Mpps':>11}{'vs clean':>10}{'max gap us':>12}"
-          f"{'punted':>10}{'policed':>11}{'ICMP err/s':>12}{'echo':>7}  conserved  rounds")
+    base = table[0]
+    print(f"{'scenario':<18}{'share':>6}{'good Mpps':>11}{'vs clean':>10}{'max gap us':>12}"
+          f"{'punted':>10}{'policed':>11}{'ICMP err/s':>12}{'echo':>7}{'neighbours':>12}  leak  "
+          f"conserved  rounds")
     for f in table:
-        print(f"{f['scenario']:<16}{f['share']:>6.0%}{f['good_pps'] / 1e6:>11.3f}{f['vs_clean']:>10.3f}"
+        n, b = f["neighbours"], base["neighbours"]
+        # every next hop a learnt neighbour does not hold is free again; mbufs as in a clean run
+        leak = (n["nexthops_free"] + n["learnt"] != b["nexthops_free"] + b["learnt"]
+                or f["pool_in_use"] != base["pool_in_use"])
+        print(f"{f['scenario']:<18}{f['share']:>6.0%}{f['good_pps'] / 1e6:>11.3f}{f['vs_clean']:>10.3f}"
               f"{f['max_gap_us']:>12.1f}{f['punted']:>10}{f['policed']:>11}{f['icmp_errors_per_s']:>12.1f}"
-              f"{f['echo_replies']:>7}  {'yes' if f['conserved'] and f['every_punt_one_outcome'] else 'NO':<9}"
-              f"  {f.get('rounds', '')}")
+              f"{f['echo_replies']:>7}{n['learnt']:>6}/{n['max_neighbours']:<5}  {'YES' if leak else 'no ':<4}  "
+              f"{'yes' if f['conserved'] and f['every_punt_one_outcome'] else 'NO':<9}  {f.get('rounds', '')}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(table, indent=2))
 

@@ -570,6 +570,10 @@ class Dataplane:
         self.stop_workers(timeout)
         if self.slowpath is not None:
             self.slowpath.stop()
+            # its answers to the last punts go out too: counted, not left in a ring
+            for w in self.workers:
+                if not w.is_alive():
+                    native.worker_drain_inject(w.handle)
         for c in self.controllers:
             try:
                 c.shutdown()

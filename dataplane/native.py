@@ -393,6 +393,10 @@ def worker_exec(w, st, kind: int, a0: int = 0, a1: int = 0, p=ffi.NULL, max_reco
     return rc, cmd.cursor
 
 
+def worker_drain_inject(w) -> int:
+    return check(lib.dp_worker_drain_inject(w), "drain inject", WorkerError)
+
+
 def worker_punt_pending(w) -> int:
     return lib.dp_worker_punt_pending(w)
 
@@ -676,6 +680,10 @@ def router_route_del(r, family: int, prefix: bytes, plen: int) -> None:
 
 def router_commit(r) -> int:
     return check(lib.dp_router_commit(r), "route commit")
+
+
+def router_invalidate(r) -> None:
+    lib.dp_router_invalidate(r)
 
 
 def router_lookup(r, family: int, addr: bytes) -> int:

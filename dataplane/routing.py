@@ -130,6 +130,13 @@ class RouteTable:
         self._learnt: collections.OrderedDict[tuple[int, Address], None] = collections.OrderedDict()
         self.max_neighbours = cfg.neighbour_limit
         self.neighbour_events: collections.Counter = collections.Counter()
+        # next-hop ids of removed neighbours, with the generation they left
+        # in, until a bump (see _del_neighbour); a bump at most every
+        # _quarantine_max removals, as many as the spare ids allow
+        self._quarantine: collections.deque[tuple[int, int]] = collections.deque()
+        self._generation = 0
+        self._quarantine_max = max(1, min(4096, (cfg.max_nexthops - cfg.nexthops_reserved
+                                                 - self.max_neighbours) // 2))
         self._routes_version = 0
         self._gateway_cache: tuple[int, set] = (-1, set())
         self._refusals = RateLimitedLog(log)
@@ -176,6 +183,8 @@ class RouteTable:
             self._commit()
 
     def _alloc_nh(self) -> int:
+        if not self._free_nh and self._quarantine:
+            self._release_quarantine()
         if not self._free_nh:
             raise RouteError(f"out of next hops (max_nexthops = {self.cfg.max_nexthops})")
         return self._free_nh.pop()
@@ -301,11 +310,17 @@ class RouteTable:
         return False
 
     def _del_neighbour(self, n: Neighbour) -> None:
-        """Remove a neighbour, commit, and only then free its next hop."""
+        """Remove a neighbour. Its next hop first stops forwarding (a flow
+        cached through it is routed again), so removing its host route needs
+        no generation bump, which would make every worker revalidate every
+        cached flow: a neighbour flood at the table's bound would do that a
+        thousand times a second. The id waits in quarantine until a bump (a
+        flow cached through it must never find another neighbour's MAC)."""
         key = (n.port_id, n.address)
         self.neighbours.pop(key, None)
         self._learnt.pop(key, None)
         fam = n.address.version
+        self._write_nh(n.nh, "none", fam, {})
         if n.host_route:
             native.router_route_del(self.router, fam, n.address.packed, n.address.max_prefixlen)
         for r in self.routes.values():
@@ -313,11 +328,21 @@ class RouteTable:
                 kind, args = self._nh_for(r)
                 self._write_nh(r.nh, kind, fam, args)
         self._commit()
-        self._free_nh.append(n.nh)  # the commit made it unreachable
+        self._quarantine.append((self._generation, n.nh))
+        if len(self._quarantine) >= self._quarantine_max:
+            self._release_quarantine()
+
+    def _release_quarantine(self) -> None:
+        """One generation bump gives every quarantined next-hop id back."""
+        native.router_invalidate(self.router)
+        self._commit()
 
     def _commit(self) -> None:
-        native.router_commit(self.router)
+        self._generation = native.router_commit(self.router)
         self.commits += 1
+        # ids quarantined before a bump are unreachable from any cached flow now
+        while self._quarantine and self._quarantine[0][0] < self._generation:
+            self._free_nh.append(self._quarantine.popleft()[1])
 
     # ---- runtime changes (control path) -------------------------------------------
 
@@ -446,7 +471,9 @@ class RouteTable:
         the next hops left (a leak shows here)."""
         with self._lock:
             return {"learnt": len(self._learnt), "static": len(self.neighbours) - len(self._learnt),
-                    "max_neighbours": self.max_neighbours, "nexthops_free": len(self._free_nh),
+                    "max_neighbours": self.max_neighbours,
+                    "nexthops_free": len(self._free_nh) + len(self._quarantine),
+                    "nexthops_quarantined": len(self._quarantine),
                     **{k: self.neighbour_events[k] for k in ("evicted", "refused")}}
 
     def learnt_neighbours(self) -> list[tuple[int, Address, str]]:

@@ -196,15 +196,21 @@ static int apply(struct dp_router *r, struct rt_copy *c, const struct rt_op *op)
  * flows through FORWARD next hops are cached, and next-hop contents are read
  * live, so rewriting a next hop never needs it. A host route whose address
  * does not route through a FORWARD next hop now (a neighbour on a connected
- * subnet being learnt) cannot either. Every other prefix change does. */
-static int invalidates_flows(const struct dp_router *r, const struct rt_op *op)
+ * subnet being learnt) cannot either, nor can removing a host route whose
+ * next hop (staged) is no longer FORWARD: a flow cached through it finds a
+ * non-FORWARD next hop and is routed again. (The caller must not reuse that
+ * next-hop id before a generation bump: dp_router_invalidate.) Every other
+ * prefix change does. Called before the change is applied to the standby. */
+static int invalidates_flows(struct dp_router *r, const struct rt_op *op)
 {
-    const struct rt_copy *c = r->active;
+    const int host = op->plen == (op->family == 4 ? 32 : 128);
+    const struct rt_copy *c;
 
     if (op->kind == OP_NH)
         return 0;
-    if (op->kind == OP_DEL || op->plen != (op->family == 4 ? 32 : 128))
+    if (!host)
         return 1;
+    c = op->kind == OP_ADD ? r->active : standby(r);
     return c->nh[rt_lookup(c, op->family, op->addr)].kind == DP_NH_FORWARD;
 }
 
@@ -223,6 +229,8 @@ static int stage_op(struct dp_router *r, const struct rt_op *op)
         r->log = l;
         r->cap_log = cap;
     }
+    const int invalidates = invalidates_flows(r, op);
+
     rc = apply(r, standby(r), op);
     if (rc < 0) {
         dp_set_error(-rc, "router: %s %s/%u: %s",
@@ -234,7 +242,7 @@ static int stage_op(struct dp_router *r, const struct rt_op *op)
         return rc;
     }
     r->log[r->n_log++] = *op;
-    r->invalidate |= invalidates_flows(r, op);
+    r->invalidate |= invalidates;
     return 0;
 }
 
@@ -293,6 +301,11 @@ int dp_router_route_del(struct dp_router *r, int family, const uint8_t *prefix,
         return rc;
     memcpy(op.addr, prefix, family == 4 ? 4 : 16);
     return stage_op(r, &op);
+}
+
+void dp_router_invalidate(struct dp_router *r)
+{
+    r->invalidate = 1;
 }
 
 int dp_router_commit(struct dp_router *r)

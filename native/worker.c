@@ -686,6 +686,20 @@ int dp_worker_inject(struct dp_worker *w, uint16_t port_id,
     return 0;
 }
 
+int dp_worker_drain_inject(struct dp_worker *w)
+{
+    unsigned n = 0, k;
+
+    if (__atomic_load_n(&w->lcore, __ATOMIC_ACQUIRE) != LCORE_ID_ANY) {
+        dp_set_error(EBUSY, "worker %u is running: it sends its own", w->id);
+        return -EBUSY;
+    }
+    while ((k = drain_inject(w)) > 0)
+        n += k;
+    flush_dirty(w);
+    return (int)n;
+}
+
 int dp_worker_punt_recv(struct dp_worker *w, uint8_t *buf, uint32_t cap,
                         uint16_t *port_id, uint32_t *len, uint32_t *reason)
 {

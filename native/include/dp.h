@@ -303,6 +303,9 @@ unsigned dp_punt_wait(struct dp_worker *const *ws, unsigned n,
                       uint32_t timeout_us);
 int dp_worker_inject(struct dp_worker *w, uint16_t port_id,
                      const uint8_t *data, uint32_t len);
+/* After the worker's thread stopped: send what the slow path injected last
+ * (its answers to the last punts). How many; -EBUSY while it runs. */
+int dp_worker_drain_inject(struct dp_worker *w);
 /* reason: the DP_PUNT_* the stage gave (DP_PUNT_OTHER if none). */
 int dp_worker_punt_recv(struct dp_worker *w, uint8_t *buf, uint32_t cap,
                         uint16_t *port_id, uint32_t *len, uint32_t *reason);
@@ -581,6 +584,9 @@ int dp_router_route_del(struct dp_router *r, int family, const uint8_t *prefix,
                         uint8_t plen);
 /* Publish staged changes; returns the generation. */
 int dp_router_commit(struct dp_router *r);
+/* The next commit bumps the generation (every cached flow revalidates) even
+ * if no staged change needs it: next-hop ids held back since can be reused. */
+void dp_router_invalidate(struct dp_router *r);
 /* Longest-prefix match in the published table: the next-hop id (0: none). */
 int dp_router_lookup(struct dp_router *r, int family, const uint8_t *addr,
                      uint32_t *nh_id);

@@ -1123,8 +1123,9 @@ def test_a_neighbour_flood_fills_the_table_to_its_bound_and_leaks_nothing(tmp_pa
     with running(router_cfg(file_prefix, tmp_path, top=OPEN_POLICE, extra="max_neighbours = 16\n")) as dp:
         r = Router(dp)
         before = r.ctl.stats()["neighbours"]
+        in_use = sum(p["in_use"] for p in r.settle().pools)
         r.send(*[ns_from(i) for i in range(240)], *[arp_from(i) for i in range(200)])
-        r.settle()
+        assert sum(p["in_use"] for p in r.settle().pools) == in_use   # every mbuf back
         n = r.ctl.stats()["neighbours"]
         assert (n["learnt"], n["max_neighbours"], n["refused"]) == (16, 16, 0), n
         assert n["evicted"] == 440 - 16, n
@@ -1160,3 +1161,36 @@ def test_a_neighbour_the_fib_has_no_room_for_is_refused_and_leaks_nothing(tmp_pa
         assert {f"192.0.2.{10 + i}" for i in range(4)} <= {x["address"] for x in r.ctl.neighbours()}
     refusals = [rec for rec in caplog.records if "not learnt" in rec.getMessage()]
     assert len(refusals) == 1 and refusals[0].exc_info is None
+
+
+def test_evicted_neighbours_do_not_flush_the_cache_nor_lend_their_next_hop_to_a_cached_flow(
+        tmp_path, file_prefix):
+    """A flow cached to learnt neighbour X; a flood of new hosts evicts X and
+    recycles next-hop ids. The router's generation (every cached flow
+    revalidates at a bump) moves once per batch of evictions, not once per
+    eviction, and X's flow is never forwarded through another neighbour: its
+    next packet goes to resolution."""
+    x_mac, x_ip = "02:dd:00:00:00:01", "2001:db8:1::dd"
+    x_ns = (Ether(dst="33:33:ff:00:00:01", src=x_mac) / IPv6(src=x_ip, dst="ff02::1:ff00:1", hlim=255)
+            / ICMPv6ND_NS(tgt=LAN6) / ICMPv6NDOptSrcLLAddr(lladdr=x_mac))
+    with running(router_cfg(file_prefix, tmp_path, top=OPEN_POLICE, extra="max_neighbours = 16\n")) as dp:
+        r = Router(dp)
+        r.send(x_ns)
+        r.settle()
+        r.send(udp6(dst=x_ip, seq=1), udp6(dst=x_ip, seq=2))
+        r.settle()
+        st = r.stats()
+        assert (st["forward"], st["fastforward"], st["created"]) == (1, 1, 1)
+        gen = r.ctl.stats()["generation"]
+        r.send(*[ns_from(i) for i in range(100)])
+        r.settle()
+        n = r.ctl.stats()["neighbours"]
+        assert n["evicted"] == 100 + 1 - 16
+        bumps = r.ctl.stats()["generation"] - gen
+        assert 1 <= bumps <= n["evicted"] // 8, (bumps, n)   # batches, not one per eviction
+        assert x_ip not in {x["address"] for x in r.ctl.neighbours()}
+        r.send(udp6(dst=x_ip, seq=3))
+        r.settle()
+        st2 = r.stats()
+        assert (st2["forward"], st2["fastforward"]) == (st["forward"], st["fastforward"])
+        assert st2["punts"]["resolve"] == st["punts"]["resolve"] + 1
