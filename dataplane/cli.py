@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -44,12 +45,18 @@ def sd_notify(state: str) -> None:
 
 
 def _reload_from_signal(dp) -> None:
-    """SIGHUP: the same as `dataplane ctl reload`; a rejected file is logged."""
-    try:
-        applied = dp.reload()
-        log.warning("reload: %s", ", ".join(applied) or "nothing changed")
-    except ConfigError as e:
-        log.error("reload rejected, running config unchanged: %s", e)
+    """SIGHUP: the same as `dataplane ctl reload`, on a thread of its own (a
+    file that blocks its reader must not stop the main loop, nor SIGTERM);
+    whatever goes wrong is logged and the dataplane runs on."""
+    def reload() -> None:
+        try:
+            applied = dp.reload()
+            log.warning("reload: %s", ", ".join(applied) or "nothing changed")
+        except ConfigError as e:
+            log.error("reload rejected, running config unchanged: %s", e)
+        except Exception:  # noqa: BLE001 - a reload never takes the dataplane down
+            log.exception("reload failed")
+    threading.Thread(target=reload, name="dp-reload", daemon=True).start()
 
 
 def _load(path: str | None) -> config_mod.Config:

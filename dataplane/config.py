@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,6 +23,9 @@ PCI_ADDR = re.compile(r"^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$
 # A vdev spec: driver name with an instance suffix, then key=value pairs.
 VDEV_SPEC = re.compile(r"^(?P<name>[a-z][a-z0-9_]*?\d+)(,[A-Za-z0-9_-]+=[^,]*)*$")
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+# netflow keeps its timeouts in 32-bit milliseconds (native/netflow.c): a week is plenty
+MAX_FLOW_TIMEOUT_S = 7 * 86400
+MAX_CONFIG_BYTES = 16 << 20
 LOG_LEVELS = ("emergency", "alert", "critical", "error", "warning", "notice", "info", "debug")
 
 
@@ -30,12 +34,12 @@ class Strict(BaseModel):
 
 
 class EalConfig(Strict):
-    main_core: int = Field(0, ge=0, description="CPU for the main (Python) thread")
+    main_core: int = Field(0, ge=0, le=4095, description="CPU for the main (Python) thread")
     workers: list[Annotated[int, Field(ge=0)]] = Field(
         default_factory=lambda: [1], min_length=1, max_length=64,
         description="one worker thread per entry, pinned to that CPU")
     hugepages: bool = True
-    memory_mb: int = Field(0, ge=0, description="EAL memory (-m); 0 lets EAL decide")
+    memory_mb: int = Field(0, ge=0, le=1 << 24, description="EAL memory (-m); 0 lets EAL decide")
     file_prefix: Annotated[str, AfterValidator(check_plain_name)] = Field(
         "dataplane", description="names EAL's runtime directory and the control socket: a plain name")
     log_level: Literal[LOG_LEVELS] = "notice"  # type: ignore[valid-type]
@@ -159,8 +163,10 @@ class NetflowExport(Strict):
     engine_id: int = Field(0, ge=0, le=255, description="v5 header")
     source_id: int = Field(0, ge=0, le=0xFFFFFFFF,
                            description="v9 source id / IPFIX observation domain")
-    template_refresh_s: float = Field(60.0, gt=0, description="v9/IPFIX: resend templates this often")
-    template_refresh_packets: int = Field(20, ge=1, description="... or every this many datagrams")
+    template_refresh_s: float = Field(60.0, gt=0, le=86400,
+                                      description="v9/IPFIX: resend templates this often")
+    template_refresh_packets: int = Field(20, ge=1, le=1 << 31,
+                                          description="... or every this many datagrams")
     max_datagram: int = Field(1400, ge=200, le=65000, description="v9/IPFIX datagram size limit")
     flush_interval_s: float = Field(0.5, gt=0, le=60,
                                     description="longest a partial datagram waits for more records")
@@ -177,9 +183,10 @@ class NetflowStage(Strict):
     """FreeBSD ng_netflow: a flow cache that meters and passes every packet on."""
     stage: Literal["netflow"]
     max_flows: int = Field(65536, ge=8, le=1 << 28, description="cache size, split over the workers")
-    active_timeout: int = Field(1800, ge=1, description="seconds")
-    inactive_timeout: int = Field(15, ge=1, description="seconds")
-    lowat: int = Field(0, ge=0, description="flows; past it all inactive flows go (0 = 3/4 of max)")
+    active_timeout: int = Field(1800, ge=1, le=MAX_FLOW_TIMEOUT_S, description="seconds")
+    inactive_timeout: int = Field(15, ge=1, le=MAX_FLOW_TIMEOUT_S, description="seconds")
+    lowat: int = Field(0, ge=0, le=(1 << 32) - 1,
+                       description="flows; past it all inactive flows go (0 = 3/4 of max)")
     export_ring: int = Field(65536, ge=64, le=1 << 24, description="records per worker ring (2^n)")
     scan_budget: int = Field(1024, ge=1, le=1 << 20, description="flows the scan visits per 1 ms tick")
     export: NetflowExport = Field(default_factory=NetflowExport)
@@ -203,8 +210,8 @@ class One2ManyStage(Strict):
         "manual", description="manual: links as `enabled` says; notify: by link state")
     enabled: list[bool] = Field(default_factory=list, description="per link; [] = all")
     monitor_interval_ms: float = Field(10.0, gt=0, le=10000, description="link state poll")
-    updelay_ms: float = Field(0.0, ge=0, description="a link must stay up this long to count")
-    downdelay_ms: float = Field(0.0, ge=0, description="... or down this long")
+    updelay_ms: float = Field(0.0, ge=0, le=3_600_000, description="a link must stay up this long to count")
+    downdelay_ms: float = Field(0.0, ge=0, le=3_600_000, description="... or down this long")
 
     @model_validator(mode="after")
     def _enabled(self) -> "One2ManyStage":
@@ -294,8 +301,8 @@ class Ip6flowStage(Strict):
     maxflows4: int = Field(65536, ge=0, le=1 << 26, description="IPv4 flows cached per worker")
     hashsize4: int = Field(65536, ge=16, le=1 << 28, description="IPv4 hash slots (power of two)")
     idle_timeout_s: float = Field(5.0, gt=0, le=86400, description="an unused flow is freed after this")
-    icmp_rate: float = Field(100.0, ge=0, description="ICMP errors per second (token bucket)")
-    icmp_burst: int = Field(10, ge=1)
+    icmp_rate: float = Field(100.0, ge=0, le=1e7, description="ICMP errors per second (token bucket)")
+    icmp_burst: int = Field(10, ge=1, le=1 << 20)
     neighbour_reachable_s: float = Field(
         30.0, ge=0, le=86400,
         description="a learnt neighbour not heard from this long is polled, then forgotten (0: never)")
@@ -406,8 +413,8 @@ class ControlConfig(Strict):
     socket: str = Field("", description="'' = <runtime dir>/<eal.file_prefix>.sock")
     group: str = Field("", description="group allowed to use it (socket 0660, dir 0750)")
     max_request_bytes: int = Field(65536, ge=256, le=1 << 24)
-    idle_timeout_s: float = Field(30.0, gt=0, description="silent clients are dropped after this")
-    request_timeout_s: float = Field(5.0, gt=0)
+    idle_timeout_s: float = Field(30.0, gt=0, le=86400, description="silent clients are dropped after this")
+    request_timeout_s: float = Field(5.0, gt=0, le=3600)
 
 
 class MetricsConfig(Strict):
@@ -574,16 +581,37 @@ def loads(text: str, source: str = "<config>", check_drivers: bool = True) -> Co
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: TOML syntax error: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: TOML nested too deeply") from None
     return parse(data, source, check_drivers)
+
+
+def read_config_file(p: Path) -> str:
+    """The file's text, or a ConfigError: only a regular file (a FIFO or a
+    device would block the reader), at most MAX_CONFIG_BYTES, in UTF-8."""
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror}", e.errno or 0) from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{p}: not a regular file")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{p}: {st.st_size} bytes: larger than {MAX_CONFIG_BYTES} bytes")
+        try:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read: {e.strerror}", e.errno or 0) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 at byte {e.start}") from None
 
 
 def load(path: str | os.PathLike, check_drivers: bool = True) -> Config:
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror}", e.errno or 0) from None
-    return loads(text, str(p), check_drivers)
+    return loads(read_config_file(p), str(p), check_drivers)
 
 
 def runtime_dir(cfg: Config) -> Path:

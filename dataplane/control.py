@@ -26,6 +26,8 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .config import MAX_FLOW_TIMEOUT_S
+
 log = logging.getLogger(__name__)
 
 
@@ -51,8 +53,8 @@ class ShowArgs(NetflowArgs):
 
 
 class TimeoutArgs(NetflowArgs):
-    active: int = Field(ge=1)
-    inactive: int = Field(ge=1)
+    active: int = Field(ge=1, le=MAX_FLOW_TIMEOUT_S)
+    inactive: int = Field(ge=1, le=MAX_FLOW_TIMEOUT_S)
 
 
 class SetconfigArgs(NetflowArgs):
@@ -311,6 +313,9 @@ class ControlServer:
             return {"applied": self.dp.reload()}
         except _ConfigError as e:
             raise ControlError(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - said to the client; the dataplane runs on
+            log.exception("reload failed")
+            raise ControlError(f"reload failed: {type(e).__name__}: {e}") from None
 
     def _status(self) -> dict:
         return {"pid": os.getpid(), "running": self.dp.running,

@@ -210,8 +210,14 @@ class Dataplane:
         path = path or self.config_path
         if path is None:
             raise ConfigError("reload: this dataplane runs the embedded default; there is no file")
-        with self._reload_lock:
+        # One at a time, and a second one is told so at once: a file that
+        # hangs its reader (a hung NFS mount) pins one thread, not every caller.
+        if not self._reload_lock.acquire(blocking=False):
+            raise ConfigError(f"{path}: a reload is already in progress")
+        try:
             return apply(self, config_mod.load(path), path)
+        finally:
+            self._reload_lock.release()
 
     # ---- build ---------------------------------------------------------------
 

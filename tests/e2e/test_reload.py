@@ -3,6 +3,7 @@ without stopping traffic; a rejected file changes nothing and says why."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 
@@ -106,3 +107,50 @@ def test_sighup_reloads(dataplane):
     while request(sock, "netflow.info")["active_timeout"] != 900:
         assert time.monotonic() < deadline, "SIGHUP did not reload"
         time.sleep(0.05)
+
+
+HOSTILE_FILES = {
+    "not_utf8": lambda good: good.encode() + b"\n# \xff\xfe\n",
+    "nested_too_deeply": lambda good: good.encode() + b"\nx = " + b"[" * 100_000 + b"]" * 100_000 + b"\n",
+    "overflows_uint32": lambda good: good.replace("active_timeout = 1800",
+                                                  f"active_timeout = {1 << 32}").encode(),
+}
+
+
+@pytest.mark.parametrize("how", ["sighup", "ctl"])
+def test_hostile_files_change_nothing_whatever_the_path(dataplane, how):
+    """Invalid UTF-8, nesting that exhausts the parser, a value that once
+    validated and overflowed a 32-bit counter in C, and a FIFO instead of a
+    file: each is rejected, by SIGHUP as by `ctl reload`, and the dataplane
+    runs on with its config unchanged; a FIFO never blocks the reader."""
+    proc, sock, cfg, write = dataplane
+    good = cfg.read_text()
+    for name, make in HOSTILE_FILES.items():
+        cfg.write_bytes(make(good))
+        if how == "ctl":
+            with pytest.raises(ControlError, match=str(cfg)):
+                request(sock, "reload")
+        else:
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+        assert proc.poll() is None, (name, proc.stderr.read() if proc.poll() is not None else "")
+        assert request(sock, "netflow.info")["active_timeout"] == 1800, name
+    cfg.unlink()
+    os.mkfifo(cfg)   # nobody ever writes it: a reader that opened it normally would hang
+    t0 = time.monotonic()
+    if how == "ctl":
+        with pytest.raises(ControlError, match="not a regular file"):
+            request(sock, "reload")
+        assert time.monotonic() - t0 < 30  # a hang guard, not a timing assertion
+    else:
+        for _ in range(3):
+            proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+    for _ in range(8):  # the control pool is not pinned: every request is answered
+        assert request(sock, "status", timeout=10)["running"] is True
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    if how == "sighup":  # SIGHUPs close together make one reload
+        assert err.count("reload rejected") >= len(HOSTILE_FILES) + 1, err[-3000:]
+        assert "not a regular file" in err and "Traceback" not in err, err[-3000:]
