@@ -70,7 +70,18 @@ class Eal:
         # A name that is not plain reaches elsewhere: nothing there is ours.
         run_dir = dpdk_runtime_dir(self.file_prefix)
         existed = os.path.lexists(run_dir), os.path.lexists(run_dir.parent)
-        native.eal_init(self.args)
+        # EAL puts its own threads (interrupts, multi-process, telemetry) on
+        # the CPUs this thread may use that are not its lcores: the workers'
+        # CPUs, where they would preempt the forwarding loop. Limited to the
+        # main core first, they stay there with the main thread.
+        affinity = os.sched_getaffinity(0)
+        if cfg.eal.main_core in affinity:  # else EAL says what is wrong with it
+            os.sched_setaffinity(0, {cfg.eal.main_core})
+        try:
+            native.eal_init(self.args)
+        except BaseException:
+            os.sched_setaffinity(0, affinity)
+            raise
         self._run_dir = (OwnedDir.adopt(run_dir, existed[0], EAL_RUNTIME_FILES)
                          if PLAIN_NAME.match(self.file_prefix) else None)
         # $XDG_RUNTIME_DIR/dpdk or /tmp/dpdk, when EAL made it for this run

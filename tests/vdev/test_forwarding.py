@@ -181,6 +181,25 @@ def test_commands_run_on_the_worker_thread(file_prefix):
     assert names == ["dp-worker-0", "dp-worker-1"]
 
 
+def test_eal_threads_stay_on_the_main_core_off_the_workers_cpus(file_prefix):
+    """EAL's interrupt, multi-process and telemetry threads once took the
+    CPUs that were not lcores: the workers' own. They run on the main core;
+    each worker on its CPU; the slow path thread with the main thread."""
+    import os
+    cfg = vdev_config(file_prefix, port("a", "net_null0,no-rx=1") + xconnect({}), workers="[1]")
+    with running(cfg) as dp:
+        threads = {}
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/comm") as f:
+                threads.setdefault(f.read().strip(), []).append(os.sched_getaffinity(int(task)))
+        worker_tid = dp.workers[0].native_id
+        assert os.sched_getaffinity(worker_tid) == {1}
+        assert os.sched_getaffinity(dp.slowpath.native_id) == {cfg.eal.main_core}
+    eal_threads = {name: cpus for name, cpus in threads.items()
+                   if name.startswith(("eal-intr", "rte_mp", "telemetry"))}
+    assert eal_threads and all(c == [{0}] for c in eal_threads.values()), threads
+
+
 def test_workers_starting_together_all_register(file_prefix):
     """Eight workers start at once, and the first of them builds the RCU
     tracker they all register with: none may see it half-built (one once
