@@ -187,11 +187,18 @@ def make_pcap(workdir: Path, name: str) -> Path:
     return path
 
 
-def run(workdir: Path, name: str, duration: float) -> dict:
+# --capacity: no policing (every punt reaches the slow path thread): what it
+# handles per second is its capacity
+OPEN_POLICE = "\n[slowpath]\nsource_share = 1.0\n[slowpath.police]\n" + "".join(
+    f"{reason} = {{ rate = 10000000.0, burst = 100000 }}\n"
+    for reason in ("local", "hop_limit", "multicast", "arp", "hbh", "ip4_options"))
+
+
+def run(workdir: Path, name: str, duration: float, extra: str = "") -> dict:
     prefix = unique_prefix(f"punt_{name}")
     cfg = workdir / f"{name}.toml"
     cfg.write_text(pcap_to_null_toml(prefix, memory_mb=1024, mbufs=131071, data_room=2176,
-                                     pcap=make_pcap(workdir, name), forever=True) + ROUTER)
+                                     pcap=make_pcap(workdir, name), forever=True) + ROUTER + extra)
     r = subprocess.run([sys.executable, "-m", "dataplane", "run", str(cfg), "--duration", str(duration),
                         "--json"], capture_output=True, text=True, timeout=duration + 120, cwd=REPO)
     if r.returncode != 0:
@@ -231,7 +238,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="rounds of every scenario (median shown)")
     ap.add_argument("--only", action="append", choices=list(SCENARIOS), help="run just these (clean always)")
     ap.add_argument("--json-out", help="write the figures as JSON here")
+    ap.add_argument("--capacity", action="store_true",
+                    help="no policing: measure how many punts per second the slow path thread handles")
     args = ap.parse_args()
+    if args.capacity:
+        return capacity(args)
     storms = [n for n in SCENARIOS if n != "clean" and (not args.only or n in args.only)]
     # clean, every storm, clean, every storm, ..., clean: each storm is compared
     # with the mean of the clean runs just before and after it (host drift).
@@ -271,6 +282,21 @@ def main() -> None:
               f"{'yes' if f['conserved'] and f['every_punt_one_outcome'] else 'NO':<9}  {f.get('rounds', '')}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(table, indent=2))
+
+
+def capacity(args) -> None:
+    """The slow path thread's capacity per kind of punt: every punt reaches it
+    (policing off), the punt rings overflow (punt_full), and what it handled
+    per second is what it can do."""
+    print(f"slow path capacity: policing off, {args.duration:g} s per kind; punts handled per second "
+          "by the one slow path thread (Python), and what the rings could not hold")
+    with tempfile.TemporaryDirectory(prefix="punt_capacity_") as tmp:
+        for name in ("ns_flood_10", "arp_flood_10", "ping_flood_10", "hop_limit_10", "ndp_new_hosts_10"):
+            out = run(Path(tmp), name, args.duration, OPEN_POLICE)
+            seconds = out["rates"]["interval_s"]
+            handled = out["slowpath"]["handled"]
+            print(f"  {name:<18} {handled / seconds:>10,.0f} punts/s handled   "
+                  f"punt_full {out['totals']['drops'].get('punt_full', 0):>10,}")
 
 
 if __name__ == "__main__":
