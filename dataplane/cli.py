@@ -135,7 +135,8 @@ def run(config_path: str | None, duration: float | None, as_json: bool, quiet: b
         if cfg.metrics.enabled:
             from .metrics import MetricsServer
             host, _, mport = cfg.metrics.listen.rpartition(":")
-            metrics = MetricsServer(dp, host.strip("[]"), int(mport), cfg.metrics.interval_s)
+            metrics = MetricsServer(dp, host.strip("[]"), int(mport), cfg.metrics.interval_s,
+                                    cfg.metrics.max_connections, cfg.metrics.timeout_s)
             try:
                 metrics.start()
                 dp.metrics_url = f"http://{metrics.host}:{metrics.port}/metrics"

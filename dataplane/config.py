@@ -425,6 +425,10 @@ class MetricsConfig(Strict):
     enabled: bool = True
     listen: str = Field("127.0.0.1:9108", description="host:port; port 0 picks a free one")
     interval_s: float = Field(1.0, gt=0, le=60, description="how often the snapshot is taken")
+    allow_remote: bool = Field(False, description="listen on an address other hosts reach (not loopback)")
+    max_connections: int = Field(16, ge=1, le=1024, description="open at once; more are closed at once")
+    timeout_s: float = Field(5.0, gt=0, le=300,
+                             description="a client silent this long (reading or writing) is dropped")
 
     @field_validator("listen")
     @classmethod
@@ -432,6 +436,18 @@ class MetricsConfig(Strict):
         if not v.endswith(":0"):  # port 0: the system picks one (tests)
             parse_hostport(v)
         return v
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> "MetricsConfig":
+        host = self.listen.rpartition(":")[0].strip("[]")
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback and not self.allow_remote:
+            raise ValueError(f"listen {self.listen!r} is reachable from other hosts: the counters "
+                             "and tables show your traffic; set allow_remote = true to mean it")
+        return self
 
 
 class Config(Strict):

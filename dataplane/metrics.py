@@ -7,10 +7,12 @@ counters are read lock-free anyway) and costs the packet path nothing.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+from http.server import ThreadingHTTPServer
 from typing import Iterator
 
-from prometheus_client import start_http_server
+from prometheus_client.exposition import MetricsHandler
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -246,19 +248,58 @@ class SnapshotCollector(Collector):
         yield from (flows, punts, slow, gen)
 
 
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """prometheus_client's server made safe to face clients that misbehave:
+    at most max_connections served at once (more are closed at once, not
+    queued behind a thread each), and every connection times out."""
+    daemon_threads = True
+
+    def __init__(self, address, handler, max_connections: int):
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.refused = 0
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class MetricsServer:
-    def __init__(self, dp, host: str, port: int, interval: float):
+    def __init__(self, dp, host: str, port: int, interval: float, max_connections: int = 16,
+                 timeout: float = 5.0):
         self.collector = SnapshotCollector(dp, interval)
         self.registry = CollectorRegistry()
         self.registry.register(self.collector)
         self.host, self.port = host, port
-        self._server = None
+        self.max_connections, self.timeout = max_connections, timeout
+        self._server: BoundedHTTPServer | None = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         # The socket first: if the port is taken nothing has started, so
         # nothing is left running to read a dataplane that is being torn down.
-        self._server, _ = start_http_server(self.port, addr=self.host, registry=self.registry)
+        handler = type("Handler", (MetricsHandler.factory(self.registry),),
+                       {"timeout": self.timeout,          # StreamRequestHandler: the socket's timeout
+                        "log_message": lambda *a: None})
+        self._server = BoundedHTTPServer((self.host, self.port), handler, self.max_connections)
         self.port = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever, name="dp-metrics",
+                                        daemon=True)
+        self._thread.start()
         self.collector.start()
         log.info("metrics on http://%s:%d/metrics", self.host, self.port)
 

@@ -40,6 +40,8 @@ runtime_dir = "{run_dir}"
 [metrics]
 listen = "127.0.0.1:0"
 interval_s = 0.1
+max_connections = 4
+timeout_s = 1.0
 """)
     with RunningCli(cfg, run_dir / f"{prefix}.sock") as dp:
         yield dp.proc, dp.socket
@@ -234,3 +236,28 @@ enabled = false
     with RunningCli(cfg, sock) as dp:
         assert json.loads(ctl(sock, "status", "--json").stdout)["pid"] == dp.proc.pid
         assert request(sock, "status")["running"] is True
+
+
+def test_idle_metrics_clients_hold_few_threads_and_time_out(running_dataplane):
+    """500 connections that never send a request once held 510 threads: at
+    most max_connections (4) are served, the rest are closed at once, and the
+    served ones are dropped after timeout_s (1 s); scrapes work again."""
+    import urllib.request
+    proc, sock = running_dataplane
+    url = request(sock, "status")["metrics"]
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    threads_before = len(list(Path(f"/proc/{proc.pid}/task").iterdir()))
+    idle = []
+    try:
+        for _ in range(200):
+            c = socket.create_connection((host, int(port)), timeout=5)
+            idle.append(c)
+        time.sleep(0.3)
+        threads = len(list(Path(f"/proc/{proc.pid}/task").iterdir()))
+        assert threads <= threads_before + 4, (threads_before, threads)
+        time.sleep(2.0)   # the served idle ones time out (1 s)
+    finally:
+        for c in idle:
+            c.close()
+    assert urllib.request.urlopen(url, timeout=5).read().startswith(b"#")
+    assert proc.poll() is None

@@ -156,3 +156,12 @@ def test_a_bad_punt_rate_names_the_reason(tmp_path):
     p.write_text(p.read_text().replace("hop_limit", "hop_limits").replace("rate = 0", "rate = 5"))
     with pytest.raises(ConfigError, match=r"slowpath\.police\.hop_limits"):
         config.load(p)
+
+
+def test_metrics_reachable_from_other_hosts_only_when_allowed():
+    base = '[[ports]]\nname = "a"\ndevice = "net_null0"\n[[pipeline]]\nstage = "xconnect"\nmap = {}\n'
+    for listen in ("0.0.0.0:9108", "[::]:9108", "192.0.2.7:9108"):
+        cfg = config.loads(f'[metrics]\nlisten = "{listen}"\nallow_remote = true\n' + base, check_drivers=False)
+        assert cfg.metrics.allow_remote
+    for listen in ("127.0.0.1:9108", "[::1]:9108", "localhost:9108"):
+        config.loads(f'[metrics]\nlisten = "{listen}"\n' + base, check_drivers=False)
