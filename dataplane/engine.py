@@ -46,6 +46,9 @@ class Port:
         return self.cfg.name
 
 
+# Records a worker reads for a table dump per request (Dataplane.read_pages)
+DUMP_PAGE = 256
+
 # (worker, rx port id, frame, DP_PUNT_* reason)
 PuntHandler = Callable[["Worker", int, bytes, int], None]
 
@@ -458,11 +461,11 @@ class Dataplane:
         h = self._worker_handles[wi]
         return h, native.worker_stages(h)[index]
 
-    def read_pages(self, index: int, kind: int, arg: int, buf, page: int, convert: Callable,
+    def read_pages(self, index: int, kind: int, arg: int, buf, convert: Callable,
                    limit: int, after: tuple[int, int] = (0, 0)) -> tuple[list[dict], tuple[int, int] | None]:
         """Up to ``limit`` rows of pipeline table ``index``'s per-worker tables
-        (``buf``: a cffi array of ``page`` records; ``convert`` makes a row of
-        one). Each page is read by its worker inside its C loop, between two
+        (``buf``: a cffi array of DUMP_PAGE records, a page; ``convert`` makes a
+        row of one). Each page is read by its worker inside its C loop, between two
         bursts (a page scans at most DP_DUMP_SCAN_SLOTS slots, for at most
         ~50 us), so a dump never holds a worker out of its loop. ``after`` is
         where to go on from, (worker, slot); returns the rows and the next such
@@ -475,8 +478,8 @@ class Dataplane:
             while len(rows) < limit:
                 with self._teardown_lock:
                     h, st = self._stage_of(wi, index)
-                    n, cursor = native.worker_exec(h, st, kind, arg, 0, buf, min(page, limit - len(rows)),
-                                                   cursor, what="dump")
+                    n, cursor = native.worker_exec(h, st, kind, arg, 0, buf,
+                                                   min(len(buf), limit - len(rows)), cursor, what="dump")
                     rows += [dict(convert(buf[i]), worker=wi) for i in range(n)]
                 if cursor == 0:
                     break

@@ -12,6 +12,7 @@ import time
 
 from . import native
 from .config import Ip6flowStage
+from .engine import DUMP_PAGE
 from .routing import RouteError, RouteTable
 from .slowpath import SlowPath
 
@@ -21,7 +22,6 @@ log = logging.getLogger(__name__)
 FAMILIES = {"ipv6": 6, "ipv4": 4, "6": 6, "4": 4}
 MONITOR_INTERVAL_S = 0.1
 SLOWPATH_TICK_S = 0.5
-SHOW_PAGE = 256  # flows per page a worker reads between two bursts
 
 
 class Ip6flowError(ValueError):
@@ -167,7 +167,7 @@ class Ip6flowController:
         go on from (None at the end); each worker reads its own pages inside its
         C loop, so forwarding goes on."""
         return self.dp.read_pages(self.index, native.CMD_DUMP_IP6FLOW, family_of(family),
-                                  native.ip6flow_entries(SHOW_PAGE), SHOW_PAGE,
+                                  native.ip6flow_entries(DUMP_PAGE),
                                   native.ip6flow_entry_dict, limit, after)
 
     def set_maxflows(self, n: int, family: str | int = "ipv6") -> None:

@@ -418,9 +418,6 @@ class PuntReader:
         self._len = ffi.new("uint32_t *")
         self._reason = ffi.new("uint32_t *")
 
-    def pending(self) -> int:
-        return lib.dp_worker_punt_pending(self._w)
-
     def recv(self) -> tuple[int, bytes, int] | None:
         """(rx port, frame, DP_PUNT_* reason) or None when the ring is empty."""
         if lib.dp_worker_punt_recv(self._w, self._buf, PUNT_CAP, self._port, self._len,

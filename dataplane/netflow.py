@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 from . import native
 from .config import NetflowExport, NetflowStage, parse_hostport
+from .engine import DUMP_PAGE
 
 log = logging.getLogger(__name__)
 
-SHOW_PAGE = 256  # flows per page a worker reads between two bursts
 
 V5, V9, IPFIX = native.lib.DP_NF_FMT_V5, native.lib.DP_NF_FMT_V9, native.lib.DP_NF_FMT_IPFIX
 V5_MAX_RECORDS = 30           # ng_netflow's NETFLOW_V5_MAX_RECORDS
@@ -425,6 +425,6 @@ class NetflowController:
         """Up to ``limit`` cached flows from ``after`` (worker, slot), and where
         to go on from (NGM_NETFLOW_SHOW's `last`), None at the end. Each
         worker reads its own pages inside its C loop: forwarding goes on."""
-        return self.dp.read_pages(self.index, native.CMD_DUMP_NETFLOW, 0, native.flow_records(SHOW_PAGE),
-                                  SHOW_PAGE, native.record_dict, limit, after)
+        return self.dp.read_pages(self.index, native.CMD_DUMP_NETFLOW, 0, native.flow_records(DUMP_PAGE),
+                                  native.record_dict, limit, after)
 
